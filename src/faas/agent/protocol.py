@@ -1,0 +1,215 @@
+"""The guest agent's wire protocol: one framing, whatever byte stream carries it.
+
+A frame is a fixed 12-byte head then a body::
+
+    magic   4 bytes  b"FAAS"
+    version 1 byte   PROTOCOL_VERSION
+    kind    1 byte   Kind (HELLO, REQUEST, REPLY, ERROR)
+    flags   2 bytes  zero (reserved)
+    length  4 bytes  big-endian length of the body
+
+    body    4-byte big-endian length of a UTF-8 JSON header, the header, then
+            the binary blobs whose lengths the header lists under "blobs".
+
+The agent sends HELLO when it is ready, reads one REQUEST (header: command,
+env, timeout_s, output_limit; blob: stdin), runs it and answers with one REPLY
+(header: result fields; blobs: stdout, stderr), or an ERROR (header: error) for
+a frame it cannot accept. Binary data never goes through JSON, so output is
+carried byte for byte.
+
+A reader rejects a bad magic or version, a length over its limit, a header
+that is not a JSON object, and blob lengths that do not add up, with
+``AgentProtocolError``; a stream that ends mid-frame raises it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from faas.errors import AgentProtocolError
+
+MAGIC = b"FAAS"
+PROTOCOL_VERSION = 1
+_HEAD = struct.Struct(">4sBBHI")
+_U32 = struct.Struct(">I")
+HEAD_SIZE = _HEAD.size
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1
+    REQUEST = 2
+    REPLY = 3
+    ERROR = 4
+
+
+@dataclass(slots=True)
+class Frame:
+    kind: Kind
+    header: dict[str, Any]
+    blobs: list[bytes] = field(default_factory=list)
+
+
+def encode_frame(kind: Kind, header: dict[str, Any], blobs: list[bytes] | None = None) -> bytes:
+    blobs = blobs or []
+    head_json = json.dumps({**header, "blobs": [len(b) for b in blobs]}).encode()
+    body_len = _U32.size + len(head_json) + sum(len(b) for b in blobs)
+    return b"".join(
+        [_HEAD.pack(MAGIC, PROTOCOL_VERSION, kind, 0, body_len), _U32.pack(len(head_json)),
+         head_json, *blobs]
+    )
+
+
+def parse_head(head: bytes, max_frame: int) -> tuple[Kind, int]:
+    """Validate a 12-byte frame head; return (kind, body length)."""
+    magic, version, kind, _flags, length = _HEAD.unpack(head)
+    if magic != MAGIC:
+        raise AgentProtocolError(f"bad frame magic {magic!r}")
+    if version != PROTOCOL_VERSION:
+        raise AgentProtocolError(f"unsupported protocol version {version}")
+    try:
+        frame_kind = Kind(kind)
+    except ValueError:
+        raise AgentProtocolError(f"unknown frame kind {kind}") from None
+    if length > max_frame:
+        raise AgentProtocolError(f"frame of {length} bytes exceeds the {max_frame}-byte limit")
+    return frame_kind, length
+
+
+def parse_body(kind: Kind, body: bytes) -> Frame:
+    if len(body) < _U32.size:
+        raise AgentProtocolError("frame body shorter than its header length")
+    (head_len,) = _U32.unpack_from(body)
+    end = _U32.size + head_len
+    if end > len(body):
+        raise AgentProtocolError("frame header runs past the body")
+    try:
+        header = json.loads(body[_U32.size : end])
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AgentProtocolError("frame header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise AgentProtocolError("frame header is not a JSON object")
+    sizes = header.pop("blobs", [])
+    if not isinstance(sizes, list) or not all(isinstance(n, int) and n >= 0 for n in sizes):
+        raise AgentProtocolError("frame blob sizes are malformed")
+    if end + sum(sizes) != len(body):
+        raise AgentProtocolError("frame blob sizes do not match the body length")
+    blobs = []
+    for size in sizes:
+        blobs.append(body[end : end + size])
+        end += size
+    return Frame(kind, header, blobs)
+
+
+async def read_frame(
+    reader: asyncio.StreamReader,
+    *,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    body_timeout_s: float | None = 30.0,
+) -> Frame | None:
+    """Read one frame; ``None`` on a clean end of stream before any byte.
+
+    Once a head has arrived the body must follow within ``body_timeout_s``,
+    so a peer that stops mid-frame cannot hang the reader.
+    """
+    try:
+        head = await reader.readexactly(HEAD_SIZE)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise AgentProtocolError("stream ended inside a frame head") from exc
+    kind, length = parse_head(head, max_frame)
+    try:
+        async with asyncio.timeout(body_timeout_s):
+            body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise AgentProtocolError("stream ended inside a frame body") from exc
+    except TimeoutError as exc:
+        raise AgentProtocolError("timed out waiting for the rest of a frame") from exc
+    return parse_body(kind, body)
+
+
+@dataclass(slots=True)
+class AgentRequest:
+    command: list[str]
+    env: dict[str, str]
+    stdin: bytes = b""
+    timeout_s: float = 30.0
+    output_limit: int = 1024 * 1024
+
+    def encode(self) -> bytes:
+        header = {"command": self.command, "env": self.env, "timeout_s": self.timeout_s,
+                  "output_limit": self.output_limit}
+        return encode_frame(Kind.REQUEST, header, [self.stdin])
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> AgentRequest:
+        h = frame.header
+        command, env = h.get("command"), h.get("env", {})
+        if (not isinstance(command, list) or not command
+                or not all(isinstance(a, str) for a in command)):
+            raise AgentProtocolError("request command must be a non-empty list of strings")
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise AgentProtocolError("request env must map strings to strings")
+        timeout_s, limit = h.get("timeout_s", 30.0), h.get("output_limit", 1024 * 1024)
+        if not isinstance(timeout_s, int | float) or timeout_s <= 0:
+            raise AgentProtocolError("request timeout_s must be a positive number")
+        if not isinstance(limit, int) or limit < 0:
+            raise AgentProtocolError("request output_limit must be a non-negative integer")
+        if len(frame.blobs) != 1:
+            raise AgentProtocolError("request must carry exactly one blob (stdin)")
+        return cls(command, env, frame.blobs[0], float(timeout_s), limit)
+
+
+@dataclass(slots=True)
+class AgentReply:
+    stdout: bytes = b""
+    stderr: bytes = b""
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    timed_out: bool = False
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    duration_ms: float = 0.0
+
+    def encode(self) -> bytes:
+        header = {"exit_code": self.exit_code, "signal": self.signal, "error": self.error,
+                  "timed_out": self.timed_out, "stdout_truncated": self.stdout_truncated,
+                  "stderr_truncated": self.stderr_truncated, "duration_ms": self.duration_ms}
+        return encode_frame(Kind.REPLY, header, [self.stdout, self.stderr])
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> AgentReply:
+        if frame.kind is Kind.ERROR:
+            raise AgentProtocolError(f"agent rejected the request: {frame.header.get('error')}")
+        if frame.kind is not Kind.REPLY or len(frame.blobs) != 2:
+            raise AgentProtocolError(f"expected a reply frame, got {frame.kind.name}")
+        h = frame.header
+        try:
+            return cls(
+                stdout=frame.blobs[0], stderr=frame.blobs[1],
+                exit_code=_opt_int(h.get("exit_code")), signal=_opt_int(h.get("signal")),
+                error=h.get("error") if isinstance(h.get("error"), str) else None,
+                timed_out=bool(h.get("timed_out")),
+                stdout_truncated=bool(h.get("stdout_truncated")),
+                stderr_truncated=bool(h.get("stderr_truncated")),
+                duration_ms=float(h.get("duration_ms", 0.0)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise AgentProtocolError("reply header has fields of the wrong type") from exc
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int):
+        raise TypeError("expected an integer")
+    return value

@@ -1,0 +1,68 @@
+"""Serve the agent protocol over any byte stream (pipe, vsock, virtio-serial).
+
+The agent announces itself with HELLO, then serves REQUEST frames one at a
+time until the stream closes (``once=True``: exactly one, as in a single-use
+VM). A frame it cannot parse gets an ERROR frame and the stream is closed:
+after garbage the framing cannot be trusted any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from faas.agent.execute import run_request
+from faas.agent.protocol import (
+    DEFAULT_MAX_FRAME,
+    AgentRequest,
+    Kind,
+    encode_frame,
+    read_frame,
+)
+from faas.errors import AgentProtocolError
+
+AGENT_VERSION = "1"
+log = logging.getLogger("faas.agent")
+
+
+async def serve_stream(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    once: bool = False,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    run_as: tuple[int, int] | None = None,
+    cwd: str | None = None,
+) -> int:
+    """Serve until EOF (or one request if ``once``); return the number served."""
+    served = 0
+    user, group = run_as if run_as else (None, None)
+    try:
+        writer.write(encode_frame(Kind.HELLO, {"agent": AGENT_VERSION}))
+        await writer.drain()
+        while True:
+            try:
+                frame = await read_frame(reader, max_frame=max_frame)
+                if frame is None:
+                    break
+                if frame.kind is not Kind.REQUEST:
+                    raise AgentProtocolError(f"expected a request frame, got {frame.kind.name}")
+                request = AgentRequest.from_frame(frame)
+            except AgentProtocolError as exc:
+                log.warning("rejecting frame: %s", exc)
+                writer.write(encode_frame(Kind.ERROR, {"error": str(exc)}))
+                await writer.drain()
+                break
+            reply = await run_request(request, user=user, group=group, cwd=cwd)
+            writer.write(reply.encode())
+            await writer.drain()
+            served += 1
+            if once:
+                break
+    except (ConnectionError, BrokenPipeError):
+        log.warning("agent channel closed by the host")
+    finally:
+        with contextlib.suppress(OSError):
+            writer.close()
+    return served

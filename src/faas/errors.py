@@ -1,0 +1,80 @@
+"""The platform's exception tree, in one place.
+
+    FaasError                      base of everything the platform raises on purpose
+    +-- ValidationError            the request is malformed (HTTP 400)
+    |   +-- PayloadTooLarge        body or payload over the configured limit (HTTP 413)
+    |   +-- UnknownExecutor        the request names an executor this server lacks (HTTP 400)
+    +-- AdmissionRejected          concurrency and wait queue are full (HTTP 429 + Retry-After)
+    +-- ShuttingDown               the server stopped accepting work (HTTP 503)
+    +-- InvocationTimeout          the deadline passed; carries the partial result (HTTP 504)
+    +-- ExecutorUnavailable        the tier cannot run on this host, with the reason (HTTP 503)
+    +-- ImageNotFound              the requested image does not exist locally (HTTP 404)
+    +-- SandboxError               the sandbox or VM failed to start or broke (HTTP 500)
+    +-- AgentProtocolError         a frame on the agent channel was truncated, oversize
+                                   or garbage (HTTP 502 when it surfaces to a client)
+
+Each backend translates the errors of the library it wraps into one of these
+(``raise SandboxError(...) from exc``) so callers never see ``OSError`` or a
+Docker SDK exception.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from faas.models import InvocationResult
+
+
+class FaasError(Exception):
+    """Base class; ``status`` is the HTTP status the gateway answers with."""
+
+    status = 500
+
+
+class ValidationError(FaasError):
+    status = 400
+
+
+class PayloadTooLarge(ValidationError):
+    status = 413
+
+
+class UnknownExecutor(ValidationError):
+    status = 400
+
+
+class AdmissionRejected(FaasError):
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ShuttingDown(FaasError):
+    status = 503
+
+
+class InvocationTimeout(FaasError):
+    status = 504
+
+    def __init__(self, message: str, result: InvocationResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class ExecutorUnavailable(FaasError):
+    status = 503
+
+
+class ImageNotFound(FaasError):
+    status = 404
+
+
+class SandboxError(FaasError):
+    status = 500
+
+
+class AgentProtocolError(FaasError):
+    status = 502

@@ -1,0 +1,157 @@
+"""Request and result types shared by every layer (the seed's faas-common).
+
+``InvokeRequest`` is the HTTP body as the seed describes it; ``ExecutionSpec``
+is what the orchestrator hands an executor (validated, with an absolute
+deadline and resolved limits); ``InvocationResult`` is what comes back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def decode_payload(value: Any) -> bytes:
+    """Accept the seed's array of byte values, or a base64 string; return bytes."""
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("payload string must be valid base64") from exc
+    if isinstance(value, list):
+        try:
+            return bytes(value)
+        except TypeError as exc:
+            raise ValueError("payload array must hold integers 0-255") from exc
+        except ValueError as exc:
+            raise ValueError("payload bytes must be in the range 0-255") from exc
+    raise ValueError("payload must be an array of byte values (0-255) or a base64 string")
+
+
+class InvokeRequest(BaseModel):
+    """Body of ``POST /functions/{function_id}/invoke``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str | None = Field(default=None, description="Image; used by the docker executor")
+    command: list[str] = Field(min_length=1, description="argv of the command to run")
+    env_vars: list[str] = Field(default_factory=list, description='Environment, "KEY=VALUE"')
+    payload: bytes = Field(
+        default=b"",
+        description="stdin: an array of byte values (0-255) or a base64 string",
+        json_schema_extra={"anyOf": [{"type": "array", "items": {"type": "integer"}},
+                                     {"type": "string", "format": "base64"}]},
+    )
+    executor: str | None = Field(default=None, description="sandbox | docker | microvm | ...")
+    timeout_s: float | None = Field(default=None, gt=0, description="Deadline override")
+    memory_mb: int | None = Field(default=None, ge=16, description="Memory limit override")
+    vcpus: int | None = Field(default=None, ge=1, description="vCPUs (microVM tiers)")
+    output_encoding: Literal["text", "base64"] = Field(
+        default="text", description="base64 adds lossless stdout_base64/stderr_base64"
+    )
+
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _payload(cls, value: Any) -> bytes:
+        return decode_payload(value)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        if not value[0]:
+            raise ValueError("command[0] must not be empty")
+        if any("\x00" in arg for arg in value):
+            raise ValueError("command arguments must not contain NUL bytes")
+        return value
+
+    @field_validator("env_vars")
+    @classmethod
+    def _env(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            key, sep, val = entry.partition("=")
+            if not sep or not _ENV_KEY.match(key):
+                raise ValueError(f"env_vars entry {entry!r} is not KEY=VALUE")
+            if "\x00" in val:
+                raise ValueError(f"env_vars entry for {key} contains a NUL byte")
+        return value
+
+    def env(self) -> dict[str, str]:
+        return dict(entry.split("=", 1) for entry in self.env_vars)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits for one invocation, already clamped to the server maxima."""
+
+    memory_bytes: int = 256 * 1024 * 1024
+    pids: int = 128
+    cpu_seconds: int = 30
+    file_size_bytes: int = 64 * 1024 * 1024
+    tmp_bytes: int = 64 * 1024 * 1024
+    output_bytes: int = 1024 * 1024
+    vcpus: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSpec:
+    """One invocation as an executor sees it.
+
+    ``deadline`` is absolute, on the ``asyncio`` loop clock
+    (``loop.time()``): the caller owns it, the executor enforces it by
+    killing the whole sandbox when it passes.
+    """
+
+    request_id: str
+    function_id: str
+    command: tuple[str, ...]
+    env: dict[str, str]
+    payload: bytes
+    deadline: float
+    limits: Limits = field(default_factory=Limits)
+    image: str | None = None
+
+
+@dataclass(slots=True)
+class InvocationResult:
+    """What one invocation produced. ``error`` is ``None`` only for exit 0."""
+
+    stdout: bytes = b""
+    stderr: bytes = b""
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+    timed_out: bool = False
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    request_id: str = ""
+    executor: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, output_encoding: str = "text") -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "stdout": self.stdout.decode("utf-8", "replace"),
+            "stderr": self.stderr.decode("utf-8", "replace"),
+            "error": self.error,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "duration_ms": round(self.duration_ms, 3),
+            "timed_out": self.timed_out,
+            "truncated": {"stdout": self.stdout_truncated, "stderr": self.stderr_truncated},
+            "request_id": self.request_id,
+            "executor": self.executor,
+        }
+        if output_encoding == "base64":
+            body["stdout_base64"] = base64.b64encode(self.stdout).decode()
+            body["stderr_base64"] = base64.b64encode(self.stderr).decode()
+        body.update(self.extra)
+        return body
