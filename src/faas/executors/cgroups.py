@@ -1,0 +1,181 @@
+"""Per-invocation cgroups for memory and process-count limits, v1 or v2.
+
+Detected once at start:
+
+* v2 (most production hosts): ``/sys/fs/cgroup`` is a cgroup2 mount with the
+  ``memory`` and ``pids`` controllers; limits are ``memory.max``,
+  ``memory.swap.max`` and ``pids.max``; OOM kills are counted in
+  ``memory.events``; ``cgroup.kill`` kills a whole group at once.
+* v1 (and the v1/v2 hybrid of the build machines): the ``memory`` and ``pids``
+  hierarchies under ``/sys/fs/cgroup/<controller>/``; limits are
+  ``memory.limit_in_bytes`` (and ``memory.memsw.limit_in_bytes`` where swap
+  accounting exists) and ``pids.max``; OOM kills are in ``memory.oom_control``.
+* neither writable: ``Cgroups.available`` is False and the sandbox relies on
+  rlimits alone (``faas doctor`` says so).
+
+A group lives under ``<root>/<name>`` in each hierarchy; ``remove()`` kills
+whatever is left and removes the directories, retrying while the kernel
+finishes tearing processes down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+from faas.errors import SandboxError
+
+CGROUP_FS = Path("/sys/fs/cgroup")
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+class Cgroup:
+    """One invocation's group (a directory per hierarchy)."""
+
+    def __init__(self, dirs: list[Path], version: int) -> None:
+        self.dirs = dirs
+        self.version = version
+        self._removed = False
+
+    def add(self, pid: int) -> None:
+        for d in self.dirs:
+            _write(d / "cgroup.procs", str(pid))
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for d in self.dirs:
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+        return found
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the group. Safe to call repeatedly."""
+        if self.version == 2:
+            kill_file = self.dirs[0] / "cgroup.kill"
+            if kill_file.exists():
+                with contextlib.suppress(OSError):
+                    _write(kill_file, "1")
+                return
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def oom_killed(self) -> bool:
+        for d in self.dirs:
+            name = "memory.events" if self.version == 2 else "memory.oom_control"
+            with contextlib.suppress(OSError):
+                for line in (d / name).read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+        return False
+
+    async def remove(self, timeout_s: float = 5.0) -> None:
+        """Kill what is left and remove the group; raise SandboxError if it will not go."""
+        if self._removed:
+            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout_s
+        pending = list(self.dirs)
+        while pending:
+            self.kill_all()
+            for d in list(pending):
+                try:
+                    d.rmdir()
+                    pending.remove(d)
+                except FileNotFoundError:
+                    pending.remove(d)
+                except OSError:  # EBUSY while the last processes exit
+                    pass
+            if pending:
+                if loop.time() > give_up:
+                    raise SandboxError(f"cgroup {pending[0]} still busy after {timeout_s}s")
+                await asyncio.sleep(0.005)
+        self._removed = True
+
+
+class Cgroups:
+    """Creates per-invocation groups under ``root`` in whichever hierarchy the host has."""
+
+    def __init__(self, root: str = "faas", fs: Path = CGROUP_FS) -> None:
+        self.root = root
+        self.version = 0
+        self.reason = ""
+        self._parents: list[Path] = []
+        self._swap_v1 = False
+        try:
+            self._setup(fs)
+        except OSError as exc:
+            self.version, self._parents = 0, []
+            self.reason = f"cgroups not usable: {exc}"
+
+    @property
+    def available(self) -> bool:
+        return self.version != 0
+
+    def _setup(self, fs: Path) -> None:
+        controllers = fs / "cgroup.controllers"
+        if controllers.exists():
+            names = controllers.read_text().split()
+            if {"memory", "pids"} <= set(names):
+                parent = fs / self.root
+                parent.mkdir(exist_ok=True)
+                _write(fs / "cgroup.subtree_control", "+memory +pids")
+                _write(parent / "cgroup.subtree_control", "+memory +pids")
+                self.version, self._parents = 2, [parent]
+                self.reason = f"cgroup v2 at {parent}"
+                return
+        mem, pids = fs / "memory", fs / "pids"
+        if (mem / "cgroup.procs").exists() and (pids / "cgroup.procs").exists():
+            parents = [mem / self.root, pids / self.root]
+            for p in parents:
+                p.mkdir(exist_ok=True)
+            self._swap_v1 = (parents[0] / "memory.memsw.limit_in_bytes").exists()
+            self.version, self._parents = 1, parents
+            self.reason = f"cgroup v1 memory+pids under {mem}/{self.root} and {pids}/{self.root}"
+            return
+        self.reason = "no writable cgroup memory+pids controllers (v1 or v2) found"
+
+    def create(self, name: str, *, memory_bytes: int, pids: int) -> Cgroup:
+        """Make the group and set its limits. Raises SandboxError if the kernel refuses."""
+        if not self.available:
+            raise SandboxError(self.reason)
+        dirs = [p / name for p in self._parents]
+        group = Cgroup([], self.version)
+        try:
+            for d in dirs:
+                d.mkdir()
+                group.dirs.append(d)
+            if self.version == 2:
+                d = dirs[0]
+                _write(d / "memory.max", str(memory_bytes))
+                with contextlib.suppress(FileNotFoundError):
+                    _write(d / "memory.swap.max", "0")
+                _write(d / "pids.max", str(pids))
+            else:
+                mem, pid_dir = dirs
+                _write(mem / "memory.limit_in_bytes", str(memory_bytes))
+                if self._swap_v1:
+                    _write(mem / "memory.memsw.limit_in_bytes", str(memory_bytes))
+                _write(pid_dir / "pids.max", str(pids))
+        except OSError as exc:
+            for d in group.dirs:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise SandboxError(f"cannot create cgroup {name}: {exc}") from exc
+        return group
+
+    def leftovers(self) -> list[Path]:
+        """Child groups still present under our root (for leak checks)."""
+        found: list[Path] = []
+        for p in self._parents:
+            with contextlib.suppress(OSError):
+                found += [c for c in p.iterdir() if c.is_dir()]
+        return found

@@ -1,0 +1,202 @@
+"""The orchestrator: from a validated request to a result, under admission and a deadline.
+
+For each invocation it picks the executor (the request's ``executor`` or the
+server default), resolves limits within the server maxima, fixes the
+deadline (default, per-request override up to the maximum), waits for an
+admission slot (at most ``max_concurrency`` running, at most ``max_queue``
+waiting, never more: beyond that ``AdmissionRejected``), runs the executor in
+a task it owns, and records metrics.
+
+Shutdown: ``shutdown(grace_s)`` stops admitting, lets running invocations
+finish until the grace deadline, cancels the rest (each executor cleans up on
+cancellation) and closes every executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+
+from faas.config import Settings
+from faas.errors import (
+    AdmissionRejected,
+    FaasError,
+    InvocationTimeout,
+    PayloadTooLarge,
+    ShuttingDown,
+    UnknownExecutor,
+    ValidationError,
+)
+from faas.executors.base import Executor
+from faas.metrics import Metrics
+from faas.models import ExecutionSpec, InvocationResult, InvokeRequest, Limits
+
+log = logging.getLogger("faas.orchestrator")
+MiB = 1024 * 1024
+
+
+class Admission:
+    """At most ``limit`` holders and ``queue`` waiters; a waiter past its deadline leaves."""
+
+    def __init__(self, limit: int, queue: int, metrics: Metrics) -> None:
+        self.limit = limit
+        self.queue = queue
+        self.running = 0
+        self.waiting = 0
+        self._sem = asyncio.Semaphore(limit)
+        self._metrics = metrics
+
+    @contextlib.asynccontextmanager
+    async def slot(self, deadline: float) -> AsyncIterator[None]:
+        started = time.monotonic()
+        if self._sem.locked():
+            if self.waiting >= self.queue:
+                raise AdmissionRejected(
+                    f"server busy: {self.running} invocations running and {self.waiting} "
+                    "waiting; retry later",
+                    retry_after_s=1,
+                )
+            self.waiting += 1
+            self._metrics.queued.inc()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._sem.acquire()
+            except TimeoutError:
+                raise InvocationTimeout(
+                    "deadline passed while waiting for an admission slot",
+                    InvocationResult(timed_out=True, error="timed out in the admission queue"),
+                ) from None
+            finally:
+                self.waiting -= 1
+                self._metrics.queued.dec()
+        else:
+            await self._sem.acquire()
+        self._metrics.queue_wait.observe(time.monotonic() - started)
+        self.running += 1
+        self._metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._metrics.in_flight.dec()
+            self._sem.release()
+
+
+class Orchestrator:
+    def __init__(
+        self, settings: Settings, executors: Mapping[str, Executor], metrics: Metrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.executors = dict(executors)
+        self.metrics = metrics or Metrics()
+        self.admission = Admission(settings.max_concurrency, settings.max_queue, self.metrics)
+        self.accepting = True
+        self._tasks: set[asyncio.Task[InvocationResult]] = set()
+
+    def pick_executor(self, name: str | None) -> Executor:
+        chosen = name or self.settings.default_executor
+        executor = self.executors.get(chosen)
+        if executor is None:
+            known = ", ".join(sorted(self.executors)) or "none"
+            raise UnknownExecutor(
+                f"unknown or unavailable executor {chosen!r} (available: {known})"
+            )
+        return executor
+
+    def build_spec(self, function_id: str, request: InvokeRequest, request_id: str,
+                   deadline: float) -> ExecutionSpec:
+        s = self.settings
+        memory_mb = request.memory_mb or s.default_memory_mb
+        if memory_mb > s.max_memory_mb:
+            raise ValidationError(f"memory_mb {memory_mb} exceeds the maximum {s.max_memory_mb}")
+        vcpus = request.vcpus or 1
+        if vcpus > s.max_vcpus:
+            raise ValidationError(f"vcpus {vcpus} exceeds the maximum {s.max_vcpus}")
+        if len(request.payload) > s.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"payload of {len(request.payload)} bytes exceeds {s.max_payload_bytes}"
+            )
+        timeout_s = self.timeout_for(request)
+        limits = Limits(
+            memory_bytes=memory_mb * MiB, pids=s.pids_limit,
+            cpu_seconds=int(timeout_s) + 1, file_size_bytes=s.file_size_mb * MiB,
+            tmp_bytes=s.tmp_size_mb * MiB, output_bytes=s.output_limit_bytes, vcpus=vcpus,
+        )
+        return ExecutionSpec(
+            request_id=request_id, function_id=function_id, command=tuple(request.command),
+            env=request.env(), payload=request.payload, deadline=deadline, limits=limits,
+            image=request.image,
+        )
+
+    def timeout_for(self, request: InvokeRequest) -> float:
+        timeout_s = request.timeout_s or self.settings.default_timeout_s
+        if timeout_s > self.settings.max_timeout_s:
+            raise ValidationError(
+                f"timeout_s {timeout_s:g} exceeds the maximum {self.settings.max_timeout_s:g}"
+            )
+        return timeout_s
+
+    async def invoke(self, function_id: str, request: InvokeRequest,
+                     request_id: str) -> InvocationResult:
+        """Run one invocation; raise ``FaasError`` subclasses (``InvocationTimeout``...)."""
+        executor_name = request.executor or self.settings.default_executor
+        outcome = "platform_error"
+        started = time.monotonic()
+        try:
+            if not self.accepting:
+                raise ShuttingDown("server is shutting down")
+            executor = self.pick_executor(request.executor)
+            deadline = asyncio.get_running_loop().time() + self.timeout_for(request)
+            spec = self.build_spec(function_id, request, request_id, deadline)
+            async with self.admission.slot(deadline):
+                task = asyncio.ensure_future(executor.run(spec))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                result = await task
+            result.request_id = request_id
+            result.executor = executor.name
+            if result.timed_out:
+                outcome = "timeout"
+                timeout_s = self.timeout_for(request)
+                raise InvocationTimeout(f"invocation timed out after {timeout_s:g}s", result)
+            outcome = "ok" if result.error is None else "error"
+            return result
+        except InvocationTimeout:
+            outcome = "timeout"
+            raise
+        except AdmissionRejected:
+            outcome = "rejected"
+            raise
+        except ValidationError:
+            outcome = "invalid"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            self.metrics.invocations.labels(function_id, executor_name, outcome).inc()
+            self.metrics.duration.labels(executor_name).observe(elapsed)
+            log.info("invocation finished", extra={"fields": {
+                "function": function_id, "executor": executor_name, "outcome": outcome,
+                "duration_ms": round(elapsed * 1000, 2)}})
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop admitting; wait for running invocations up to ``grace_s``; kill the rest."""
+        self.accepting = False
+        pending = set(self._tasks)
+        if pending:
+            log.info("shutdown: waiting for %d invocations", len(pending))
+            _, pending = await asyncio.wait(pending, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+        for executor in self.executors.values():
+            try:
+                await executor.aclose()
+            except FaasError:
+                log.exception("closing executor %s failed", executor.name)
