@@ -44,6 +44,12 @@ def _serve(args: argparse.Namespace) -> int:
             lifespan="on",
         )
         server = uvicorn.Server(config)
+        # uvicorn handles SIGTERM/SIGINT during serve() (stop accepting, drain,
+        # run our lifespan shutdown) and re-raises the signal afterwards with
+        # the previous handler restored: make that a no-op so a graceful stop
+        # exits 0.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
         await server.serve()
         return 0
 

@@ -155,7 +155,15 @@ class Orchestrator:
                 task = asyncio.ensure_future(executor.run(spec))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                result = await task
+                try:
+                    result = await task
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # our caller was cancelled (client gone)
+                    raise ShuttingDown(
+                        "the server shut down before the invocation finished; it was killed"
+                    ) from None
             result.request_id = request_id
             result.executor = executor.name
             if result.timed_out:
