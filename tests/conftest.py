@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import TIERS, Server, assert_no_leaks, record_tier, running_server  # noqa: E402
+from helpers import TIERS, Server, assert_no_leaks, record_tier, running_server
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from faas.agent.execute import describe_exit, run_request
 from faas.agent.process import ChildProcess
@@ -53,7 +54,7 @@ async def test_cancellation_kills_and_reaps() -> None:
             break
         await asyncio.sleep(0.02)
     assert child.returncode == -9
-    assert not os.path.exists(f"/proc/{child.pid}")
+    assert not Path(f"/proc/{child.pid}").exists()
 
 
 async def test_background_child_holding_the_pipe_does_not_hang() -> None:

@@ -1,0 +1,233 @@
+"""Hostile code in the namespace sandbox: each attack is really attempted.
+
+Each test asserts containment, a clean result, that the gateway stays healthy
+during the attack, and (autouse fixture) that nothing is left behind.
+"""
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import faas
+from helpers import Server, assert_no_leaks
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture(autouse=True)
+def _leak_check(server: Server) -> Iterator[None]:
+    yield
+    assert_no_leaks()
+    with server.client() as c:
+        assert c.get("/healthz").status_code == 200
+
+
+class HealthProbe:
+    """Polls /healthz from another thread while an attack runs."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.codes: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.server.url, timeout=10) as c:
+            while not self._stop.is_set():
+                try:
+                    self.codes.append(c.get("/healthz").status_code)
+                except httpx.HTTPError:
+                    self.codes.append(0)
+                time.sleep(0.05)
+
+    def __enter__(self) -> "HealthProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        assert self.codes and set(self.codes) == {200}, self.codes
+
+
+def py(server: Server, code: str, **fields: Any) -> tuple[int, dict[str, Any]]:
+    r = server.invoke(["python3", "-c", code], **fields)
+    return r.status_code, r.json()
+
+
+def test_host_files_and_secrets_are_out_of_reach(server: Server) -> None:
+    source = Path(faas.__file__).resolve()
+    code = f"""
+import os, glob
+for p in ["/etc/shadow", "/root", "/home", "/work", "/var/run/docker.sock", {str(source)!r}]:
+    print(p, os.path.exists(p))
+secrets = [f for f in glob.glob("/proc/*/environ")
+           if b"gateway-secret-value" in open(f, "rb").read()]
+print("leaked", secrets)
+print("pids", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+"""
+    status, body = py(server, code)
+    assert status == 200, body
+    lines = body["stdout"].splitlines()
+    assert all(line.endswith(" False") for line in lines[:6]), lines
+    assert lines[6] == "leaked []"
+    pids = eval(lines[7].split(" ", 1)[1])  # noqa: S307 - our own output
+    assert max(pids) < 10  # a pid namespace of its own: the host's processes are invisible
+
+
+def test_identity_capabilities_and_filters(server: Server) -> None:
+    code = """
+import os
+status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+print(os.getuid(), status["CapEff"].strip(), status["NoNewPrivs"].strip(),
+      status["Seccomp"].strip())
+"""
+    _, body = py(server, code)
+    assert body["stdout"].split() == ["1000", "0000000000000000", "1", "2"]
+
+
+def test_no_network_not_even_the_gateway(server: Server) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    other_port = listener.getsockname()[1]
+    code = f"""
+import os, socket
+for port in ({server.port}, {other_port}):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+        print(port, "connected")
+    except OSError as e:
+        print(port, "blocked", e.errno)
+try:
+    socket.getaddrinfo("example.com", 80)
+    print("dns resolved")
+except OSError:
+    print("dns blocked")
+print(sorted(name for _, name in socket.if_nameindex()))
+"""
+    try:
+        _, body = py(server, code)
+    finally:
+        listener.close()
+    out = body["stdout"]
+    assert "connected" not in out and out.count("blocked") == 3, out
+    assert out.splitlines()[-1] == "['lo']"
+
+
+def test_fork_bomb_is_contained(server: Server) -> None:
+    code = """
+import os, time
+n = 0
+while True:
+    try:
+        if os.fork() == 0:
+            time.sleep(30)
+        n += 1
+    except OSError:
+        print("fork refused after", n, flush=True)
+        break
+time.sleep(1)
+"""
+    with HealthProbe(server):
+        status, body = py(server, code, timeout_s=10)
+    assert status == 200, body
+    assert "fork refused after" in body["stdout"]
+    assert int(body["stdout"].split()[-1]) < 130
+
+
+def test_memory_bomb_is_killed_at_the_limit(server: Server) -> None:
+    code = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))"
+    with HealthProbe(server):
+        status, body = py(server, code, memory_mb=64, timeout_s=20)
+    assert status == 200
+    assert body["exit_code"] != 0
+    assert "out of memory" in body["error"] or "MemoryError" in body["stderr"], body
+
+
+def test_filling_tmp_with_10_gb_stops_at_the_tmpfs_cap(server: Server) -> None:
+    with HealthProbe(server):
+        r = server.invoke(["sh", "-c", "head -c 10G /dev/zero > /tmp/fill; echo rc=$?; "
+                                       "du -sm /tmp/fill"], timeout_s=30)
+    body = r.json()
+    assert r.status_code == 200
+    size_mb = int(body["stdout"].split()[-2])
+    assert size_mb <= 64
+    assert "rc=0" not in body["stdout"]
+
+
+def test_stdout_flood_of_100_mb_is_capped(server: Server) -> None:
+    with HealthProbe(server):
+        r = server.invoke(["head", "-c", "100000000", "/dev/zero"], timeout_s=60)
+    body = r.json()
+    assert r.status_code == 200 and body["exit_code"] == 0
+    assert body["truncated"]["stdout"] and len(body["stdout"]) == 1024 * 1024
+
+
+def test_sigterm_ignoring_double_forked_children_die_at_the_deadline(server: Server) -> None:
+    script = ("trap '' TERM; (setsid sh -c 'trap \"\" TERM; sleep 1000' &); "
+              "(sh -c 'trap \"\" TERM; sleep 1000' &); echo started; sleep 1000")
+    r = server.invoke(["sh", "-c", script], timeout_s=1)
+    assert r.status_code == 504 and r.json()["stdout"] == "started\n"
+
+
+def test_daemon_left_behind_by_a_finished_command_is_killed(server: Server) -> None:
+    r = server.invoke(["sh", "-c", "(setsid sleep 1000 > /dev/null 2>&1 &); echo bye"])
+    assert r.status_code == 200 and r.json()["stdout"] == "bye\n"
+
+
+def test_ptrace_of_a_sibling_is_refused(server: Server) -> None:
+    code = """
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+child = os.fork()
+if child == 0:
+    time.sleep(10); os._exit(0)
+rc = libc.ptrace(16, child, 0, 0)  # PTRACE_ATTACH
+print(rc, ctypes.get_errno())
+os.kill(child, 9)
+"""
+    _, body = py(server, code)
+    assert body["stdout"].split() == ["-1", "1"]  # EPERM
+
+
+@pytest.mark.parametrize("name, call", [
+    ("mount", "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)"),
+    ("umount", "libc.umount2(b'/proc', 2)"),
+    ("unshare-user", "libc.unshare(0x10000000)"),
+    ("unshare-net", "libc.unshare(0x40000000)"),
+    ("clone-newns", "libc.syscall(56, 0x00020000 | 17, 0, 0, 0, 0)"),
+    ("keyctl", "libc.syscall(250, 0, 0, 0, 0, 0)"),
+    ("add_key", "libc.syscall(248, b'user', b'x', b'y', 1, -2)"),
+    ("bpf", "libc.syscall(321, 0, 0, 0)"),
+    ("perf_event_open", "libc.syscall(298, 0, 0, -1, -1, 0)"),
+    ("kexec_load", "libc.syscall(246, 0, 0, 0, 0)"),
+    ("init_module", "libc.syscall(175, 0, 0, b'')"),
+    ("setns", "libc.syscall(308, 0, 0)"),
+])
+def test_dangerous_syscalls_fail_with_eperm(server: Server, name: str, call: str) -> None:
+    code = f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+rc = {call}
+print(rc, ctypes.get_errno())
+"""
+    _, body = py(server, code)
+    assert body["stdout"].split() == ["-1", "1"], (name, body)
+
+
+def test_root_is_read_only_and_tmp_is_private(server: Server) -> None:
+    marker = f"/tmp/faas-marker-{time.time_ns()}"
+    r = server.invoke(["sh", "-c", f"touch /usr/x /etc/x /x 2>&1; echo secret > {marker}; "
+                                   f"cat {marker}"])
+    out = r.json()["stdout"]
+    assert out.count("Read-only file system") == 3 and out.endswith("secret\n")
+    assert not Path(marker).exists()
+    r = server.invoke(["sh", "-c", f"cat {marker}"])
+    assert r.json()["exit_code"] != 0  # the next sandbox's /tmp is fresh
