@@ -1,0 +1,87 @@
+"""Fixtures for the Docker tier: a real daemon (started if needed), a local image, leak checks.
+
+The daemon is started by ``scripts/ensure-dockerd.sh`` once per session; the
+tests skip, with the script's own reason printed, only when no daemon can be
+started. The image is the guest root filesystem
+(``faas.images.rootfs.ensure_rootfs_tar``) imported with the Engine API: no
+registry is ever contacted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import docker
+from faas.executors.docker import MANAGED_LABEL, DockerExecutor
+from faas.images.docker_image import DEFAULT_TAG, ensure_docker_image
+from faas.images.rootfs import ensure_rootfs_tar
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from helpers import record_tier
+
+REPO = Path(__file__).resolve().parents[2]
+TIER = "docker (Docker Engine)"
+
+
+@pytest.fixture(scope="session")
+def docker_daemon() -> Iterator[docker.DockerClient]:
+    """A client of a daemon that answers; starts dockerd when none does."""
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "ensure-dockerd.sh")], capture_output=True, text=True,
+        timeout=180, check=False,
+    )
+    if proc.returncode != 0:
+        reason = f"no Docker daemon could be started: {proc.stderr.strip()[-800:]}"
+        record_tier(TIER, f"SKIPPED: {reason}")
+        print(reason, file=sys.stderr)
+        pytest.skip(reason)
+    client = docker.DockerClient(base_url="unix:///var/run/docker.sock", version="auto")
+    record_tier(TIER, "ran")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def docker_image(docker_daemon: docker.DockerClient) -> str:
+    """The guest rootfs imported as a local image; returns its tag."""
+    ensure_docker_image(ensure_rootfs_tar(), DEFAULT_TAG)
+    return DEFAULT_TAG
+
+
+def managed_containers(client: docker.DockerClient) -> list[str]:
+    found = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"})
+    return [f"{c.name} ({c.status})" for c in found]
+
+
+@pytest.fixture(scope="session")
+def volumes_at_start(docker_daemon: docker.DockerClient) -> set[str]:
+    return {v.name for v in docker_daemon.volumes.list()}
+
+
+@pytest.fixture(autouse=True)
+def no_docker_leaks(
+    docker_daemon: docker.DockerClient, volumes_at_start: set[str]
+) -> Iterator[None]:
+    """After every test: no container we labelled and no new volume may be left."""
+    yield
+    leaked = managed_containers(docker_daemon)
+    new_volumes = {v.name for v in docker_daemon.volumes.list()} - volumes_at_start
+    labelled = docker_daemon.volumes.list(filters={"label": f"{MANAGED_LABEL}=1"})
+    assert not leaked, f"leaked containers: {leaked}"
+    assert not new_volumes and not labelled, f"leaked volumes: {new_volumes} {labelled}"
+
+
+@pytest.fixture
+async def executor(docker_image: str) -> AsyncIterator[DockerExecutor]:
+    ex = DockerExecutor(default_image=docker_image)
+    try:
+        yield ex
+    finally:
+        await ex.aclose()
