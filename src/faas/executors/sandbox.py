@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import resource
 import secrets
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +59,7 @@ BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.U
 _ETC_FILES = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime", "/etc/mime.types")
 _EXEC_FAILED = b"bwrap: execvp "
 _CAP_SYS_RESOURCE = 24
+_PR_SET_CHILD_SUBREAPER = 36
 _PRLIMIT_FLAGS = {resource.RLIMIT_CPU: "cpu", resource.RLIMIT_FSIZE: "fsize",
                   resource.RLIMIT_NOFILE: "nofile", resource.RLIMIT_NPROC: "nproc",
                   resource.RLIMIT_CORE: "core", resource.RLIMIT_AS: "as"}
@@ -69,6 +72,43 @@ def has_capability(cap: int) -> bool:
             if line.startswith("CapEff:"):
                 return bool(int(line.split()[1], 16) >> cap & 1)
     return False
+
+
+class _SandboxInit:
+    """The sandbox's pid-1, held by pidfd so it can be awaited and reaped precisely.
+
+    bubblewrap's outer process exits as soon as the command's status is
+    known, sometimes before its pid-1 has finished tearing the namespace
+    down. That pid-1 is then re-parented to us (we are a child subreaper) and
+    reaped here, by pidfd, so no zombie piles up even where the host's pid 1
+    does not reap (e.g. the gateway itself is pid 1 of a container).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd = os.pidfd_open(pid)
+
+    async def reap(self, timeout_s: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(self.fd, lambda: exited.done() or exited.set_result(None))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await exited
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.fd, signal.SIGKILL)
+        finally:
+            loop.remove_reader(self.fd)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG)
+        os.close(self.fd)
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (PR_SET_CHILD_SUBREAPER); False if the kernel refuses."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 class UidPool:
@@ -173,6 +213,7 @@ class SandboxExecutor:
         if require_cgroups and not self.cgroups.available:
             raise ExecutorUnavailable(self.cgroups.reason)
         self._static_argv: dict[int, list[str]] = {}
+        become_subreaper()
         # Setting another uid's rlimits needs CAP_SYS_RESOURCE; without it
         # (as in many containers) the limits are set by exec'ing through
         # util-linux prlimit, which lowers its own and then runs bubblewrap.
@@ -210,6 +251,7 @@ class SandboxExecutor:
         group: Cgroup | None = None
         fds: list[int] = []
         child: ChildProcess | None = None
+        sandbox_init: _SandboxInit | None = None
         with self._uids.lease() as host_uid:
             try:
                 if self.cgroups.available:
@@ -238,7 +280,8 @@ class SandboxExecutor:
                     os.close(fd)
                     fds.remove(fd)
                 fds.remove(block_w)  # _release closes it
-                released = await self._release(child, info_r, block_w, group, spec)
+                sandbox_init = await self._release(info_r, block_w, group, spec)
+                released = sandbox_init is not None
                 outcome = await child.communicate(
                     spec.payload if released else b"",
                     output_limit=limits.output_bytes, deadline=spec.deadline,
@@ -256,23 +299,25 @@ class SandboxExecutor:
                     child.kill()
                     await child.aclose()
                     self._children.discard(child)
+                if sandbox_init is not None:
+                    await sandbox_init.reap()
                 if group is not None:
                     await group.remove()
 
-    async def _release(self, child: ChildProcess, info_r: int, block_w: int,
-                       group: Cgroup | None, spec: ExecutionSpec) -> bool:
+    async def _release(self, info_r: int, block_w: int, group: Cgroup | None,
+                       spec: ExecutionSpec) -> _SandboxInit | None:
         """Confine the sandbox's pid-1, then let it execute the command.
 
-        Returns False if bubblewrap died before reporting (its stderr says why).
-        Always closes ``block_w``.
+        Returns a handle on that pid-1, or None if bubblewrap died before
+        reporting (its stderr says why). Always closes ``block_w``.
         """
         try:
             try:
                 info = await _read_info(info_r, spec.deadline)
             except TimeoutError:
-                return False
+                return None
             if info is None:
-                return False
+                return None
             pid = info.get("child-pid")
             if not isinstance(pid, int):
                 raise SandboxError(f"bubblewrap info lacks child-pid: {info}")
@@ -282,12 +327,17 @@ class SandboxExecutor:
                 if self._prlimit_wrapper is None:
                     for which, value in self._rlimits(spec):
                         resource.prlimit(pid, which, (value, value))
+                init = _SandboxInit(pid)
             except ProcessLookupError:
-                return False
+                return None
             except OSError as exc:
                 raise SandboxError(f"cannot confine sandbox pid {pid}: {exc}") from exc
-            os.write(block_w, b"1")
-            return True
+            try:
+                os.write(block_w, b"1")
+            except OSError:  # bubblewrap died after reporting; its stderr says why
+                await init.reap()
+                return None
+            return init
         finally:
             os.close(block_w)
 
