@@ -15,6 +15,14 @@
 #   FAAS_DOCKERD_DIR       log, pidfile and lock    (default /var/run/faas-dockerd)
 #   FAAS_DOCKERD_WAIT_S    bounded wait, seconds    (default 60)
 #   FAAS_DOCKERD_ARGS      extra dockerd arguments, whitespace-separated
+#
+# When gVisor's `runsc` is installed (Debian package `runsc`), a daemon started
+# here registers it as the OCI runtime "runsc" (DockerExecutor(runtime="runsc"))
+# with `--network=none` (gVisor's own empty netstack: the platform never gives
+# containers a network, and runsc refuses Docker's "none" namespace here).
+# That needs a daemon config file, so it is done only when
+# /etc/docker/daemon.json does not exist; a daemon started elsewhere needs
+# the same entry in its own daemon.json "runtimes".
 set -euo pipefail
 
 SOCK="${DOCKER_SOCK:-/var/run/docker.sock}"
@@ -67,13 +75,22 @@ pid_alive() { [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 start_dockerd() {
     # $@: extra dockerd arguments. Returns 0 once the socket answers.
     local extra=()
+    local runsc
+    runsc="$(command -v runsc 2>/dev/null || true)"
+    if [ -n "$runsc" ] && [ ! -e /etc/docker/daemon.json ]; then
+        printf '{"runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none"]}}}\n' \
+            "$runsc" >"$STATE_DIR/daemon.json"
+        extra+=("--config-file" "$STATE_DIR/daemon.json")
+    fi
     if [ -n "${FAAS_DOCKERD_ARGS:-}" ]; then
-        read -r -a extra <<<"$FAAS_DOCKERD_ARGS"
+        local user_args=()
+        read -r -a user_args <<<"$FAAS_DOCKERD_ARGS"
+        extra+=("${user_args[@]}")
     fi
     say "starting dockerd $* ${extra[*]:-} (log: $LOG)"
     printf '\n==== %s ensure-dockerd: dockerd %s %s\n' "$(date -u +%FT%TZ)" "$*" "${extra[*]:-}" >>"$LOG"
     setsid nohup dockerd --host "unix://$SOCK" --pidfile "$PIDFILE" "$@" "${extra[@]}" \
-        </dev/null >>"$LOG" 2>&1 &
+        </dev/null >>"$LOG" 2>&1 9>&- &
     local pid=$! waited=0
     while [ "$waited" -lt $((WAIT_S * 10)) ]; do
         if answers; then
