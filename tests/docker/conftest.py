@@ -14,9 +14,9 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
 
-import docker
 from faas.executors.docker import MANAGED_LABEL, DockerExecutor
 from faas.images.docker_image import DEFAULT_TAG, ensure_docker_image
 from faas.images.rootfs import ensure_rootfs_tar

@@ -6,10 +6,10 @@ import asyncio
 import os
 import time
 
+import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
 from docker_support import make_spec
 
-import docker
 from faas.errors import ExecutorUnavailable, ImageNotFound, ShuttingDown, ValidationError
 from faas.executors.base import Executor
 from faas.executors.docker import REQUEST_LABEL, DockerExecutor, availability

@@ -11,10 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
 from docker_support import make_spec
 
-import docker
 from faas.executors.docker import REQUEST_LABEL, DockerExecutor
 
 pytestmark = pytest.mark.docker

@@ -20,6 +20,10 @@ How it talks to the daemon (measured here, see ``bench/bench_docker.py``):
 * the slow, rare paths (``availability()``, image import in
   ``faas.images.docker_image``) use the docker SDK.
 
+Per call both clients cost the same here (well under a millisecond, the
+daemon dominates); the SDK would hold a worker thread for each running
+container's blocking ``wait``, and a thread cannot be cancelled.
+
 Every container carries ``faas.managed=1`` and ``faas.owner=<executor token>``
 labels: ``aclose()`` removes whatever this executor still owns and
 ``sweep(everything=True)`` clears leftovers of crashed servers.
@@ -37,8 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-import docker
-import docker.errors
+import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import httpx
 import requests
 from httpx import USE_CLIENT_DEFAULT
@@ -297,16 +300,19 @@ class DockerExecutor:
     def _create_body(self, spec: ExecutionSpec, image: str) -> dict[str, Any]:
         limits = spec.limits
         cpu_s = max(1, limits.cpu_seconds)
+        # Docker reads 0 as "unlimited" for pids and tmpfs size: never pass 0.
+        pids = max(1, limits.pids)
+        tmp_bytes = max(4096, limits.tmp_bytes)
         host_config: dict[str, Any] = {
             "NetworkMode": "none",
             "ReadonlyRootfs": True,
-            "Tmpfs": {_GUEST_TMP: f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777"},
+            "Tmpfs": {_GUEST_TMP: f"rw,nosuid,nodev,size={tmp_bytes},mode=1777"},
             "CapDrop": ["ALL"],
             "SecurityOpt": self._security_opt,
             "Memory": limits.memory_bytes,
             "MemorySwap": limits.memory_bytes,  # equal to Memory: no swap at all
-            "PidsLimit": limits.pids,
-            "NanoCpus": limits.vcpus * 1_000_000_000,
+            "PidsLimit": pids,
+            "NanoCpus": max(1, limits.vcpus) * 1_000_000_000,
             "Ulimits": [
                 {"Name": "cpu", "Soft": cpu_s, "Hard": cpu_s},
                 {"Name": "fsize", "Soft": limits.file_size_bytes, "Hard": limits.file_size_bytes},
@@ -314,7 +320,7 @@ class DockerExecutor:
                 {"Name": "nofile", "Soft": 1024, "Hard": 1024},
             ],
             "IpcMode": "private",
-            "ShmSize": min(limits.tmp_bytes, _SHM_MAX),
+            "ShmSize": min(tmp_bytes, _SHM_MAX),
             "LogConfig": {"Type": "none", "Config": {}},
             "Init": self.init,
             "Privileged": False,

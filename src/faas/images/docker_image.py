@@ -17,8 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import docker
-import docker.errors
+import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import requests
 
 from faas.errors import ExecutorUnavailable, FaasError, SandboxError

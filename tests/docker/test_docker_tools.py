@@ -1,0 +1,82 @@
+"""The Docker tier's tooling: leftover sweep, image import CLI, ensure-dockerd.sh."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
+import pytest
+
+from faas.executors.docker import MANAGED_LABEL, DockerExecutor
+from faas.images.docker_image import SOURCE_LABEL, ensure_docker_image, main
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def test_sweep_everything_removes_leftovers_of_a_crashed_server(
+    docker_image: str, docker_daemon: docker.DockerClient
+) -> None:
+    leftover = docker_daemon.containers.create(
+        docker_image, ["sleep", "60"], labels={MANAGED_LABEL: "1", "faas.owner": "crashed"},
+        network_mode="none",
+    )
+    leftover.start()
+    ex = DockerExecutor(default_image=docker_image)
+    try:
+        assert await ex.sweep() == 0  # only its own by default
+        assert await ex.sweep(everything=True) >= 1
+    finally:
+        await ex.aclose()
+    with pytest.raises(docker.errors.NotFound):
+        docker_daemon.containers.get(leftover.id)
+
+
+def test_docker_import_cli(
+    tmp_path: Path, docker_daemon: docker.DockerClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hello").write_text("hi\n")
+    tar_path = tmp_path / "tiny.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(tree, arcname=".")
+    tag = "faas-test-tiny:latest"
+    try:
+        assert main(["--tar", str(tar_path), "--tag", tag]) == 0
+        image_id = capsys.readouterr().out.split()[-1]
+        image = docker_daemon.images.get(tag)
+        assert image.id == image_id
+        assert image.labels[SOURCE_LABEL]
+        # Same tarball: no new import. Changed tarball: the tag moves.
+        assert ensure_docker_image(tar_path, tag) == image_id
+        with tarfile.open(tar_path, "a") as tar:
+            tar.add(tree / "etc" / "hello", arcname="./etc/hello2")
+        assert ensure_docker_image(tar_path, tag) != image_id
+        assert main(["--tar", str(tmp_path / "missing.tar"), "--tag", tag]) == 1
+        assert "does not exist" in capsys.readouterr().err
+    finally:
+        docker_daemon.images.remove(tag, force=True)
+
+
+def test_ensure_dockerd_is_idempotent(docker_daemon: docker.DockerClient) -> None:
+    script = REPO / "scripts" / "ensure-dockerd.sh"
+    proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "already answers" in proc.stderr
+
+
+def test_ensure_dockerd_says_why_it_cannot_start(tmp_path: Path) -> None:
+    script = REPO / "scripts" / "ensure-dockerd.sh"
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "DOCKER_SOCK": str(tmp_path / "none.sock"),
+           "FAAS_DOCKERD_DIR": str(tmp_path / "state")}
+    if Path("/usr/bin/dockerd").exists() or Path("/bin/dockerd").exists():
+        pytest.skip("dockerd is on the reduced PATH; cannot simulate a host without it")
+    proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=60, env=env,
+                          check=False)
+    assert proc.returncode != 0
+    assert "dockerd is not installed" in proc.stderr
