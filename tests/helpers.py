@@ -112,12 +112,25 @@ def sandbox_processes() -> list[str]:
     return found
 
 
-def leftover_cgroups() -> list[str]:
-    found = []
+def cgroup_dirs() -> list[Path]:
+    """Every per-invocation group under our roots (pooled empty ones included)."""
+    found: list[Path] = []
     for parent in CGROUP_DIRS:
         if parent.is_dir():
-            found += [str(c) for c in parent.iterdir() if c.is_dir()]
+            found += [c for c in parent.iterdir() if c.is_dir()]
     return found
+
+
+def leftover_cgroups() -> list[str]:
+    """Groups that still hold a process: a running server pools empty ones."""
+    busy = []
+    for group in cgroup_dirs():
+        try:
+            if (group / "cgroup.procs").read_text().strip():
+                busy.append(str(group))
+        except OSError:
+            continue
+    return busy
 
 
 def assert_no_leaks(settle_s: float = 5.0) -> None:

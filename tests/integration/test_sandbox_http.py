@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import Server, assert_no_leaks, running_server, sandbox_processes
+from helpers import Server, assert_no_leaks, cgroup_dirs, running_server, sandbox_processes
 
 pytestmark = pytest.mark.sandbox
 PY = "python3"
@@ -148,6 +148,7 @@ def test_sigterm_lets_in_flight_finish(tmp_path: Path, bwrap_available: None) ->
         assert box["r"].status_code == 200 and box["r"].json()["stdout"] == "finished\n"
         assert srv.proc.wait(30) == 0
     assert_no_leaks()
+    assert not [g for g in cgroup_dirs() if f"g{srv.proc.pid}-" in g.name]
 
 
 def test_sigterm_kills_what_outlives_the_grace(tmp_path: Path, bwrap_available: None) -> None:
@@ -170,3 +171,4 @@ def test_sigterm_kills_what_outlives_the_grace(tmp_path: Path, bwrap_available: 
         t.join(30)
     assert_no_leaks()
     assert not sandbox_processes()
+    assert not [g for g in cgroup_dirs() if f"g{srv.proc.pid}-" in g.name]

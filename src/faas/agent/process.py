@@ -165,8 +165,9 @@ class ChildProcess:
                 stop_reading(fd, cap)
 
         def close_stdin() -> None:
-            loop.remove_writer(in_fd)
+            # Once closed, in_fd's number may belong to someone else: touch it once.
             if popen.stdin is not None and not popen.stdin.closed:
+                loop.remove_writer(in_fd)
                 with contextlib.suppress(OSError):
                     popen.stdin.close()
 

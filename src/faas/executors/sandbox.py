@@ -19,11 +19,12 @@ Each invocation gets a fresh sandbox:
 * limits: memory and pids through a cgroup (v1 or v2), and rlimits as the floor
   (CPU seconds, file size, open files, processes, no core dumps).
 
-Start sequence, race-free: bubblewrap is spawned with ``--info-fd`` and
-``--block-fd``; it reports the sandbox's pid-1 and then waits. The executor
-moves that pid into the cgroup and applies the rlimits (``prlimit``), and only
-then releases it to execute the command, so nothing the command forks can
-escape the limits.
+Start sequence, race-free: a launcher (the compiled ``faas-spawn`` helper, or
+``prlimit(1)`` under subprocess's uid switch) sets the rlimits and the host
+uid, then executes bubblewrap with ``--info-fd`` and ``--block-fd``; bubblewrap
+reports the sandbox's pid-1 and waits. The executor moves that pid into the
+cgroup and only then releases it to execute the command, so nothing the
+command forks can escape the limits.
 
 Teardown: the deadline kills the cgroup's processes and bubblewrap; the
 sandbox's pid-1 dies with it (``--die-with-parent``), and a dying pid-1 takes
@@ -39,7 +40,6 @@ import ctypes
 import json
 import os
 import resource
-import secrets
 import shutil
 import signal
 from collections.abc import Iterator
@@ -51,6 +51,7 @@ from faas.errors import ExecutorUnavailable, SandboxError
 from faas.executors import seccomp
 from faas.executors.base import Availability
 from faas.executors.cgroups import Cgroup, Cgroups
+from faas.executors.spawn_helper import ensure_spawn_helper
 from faas.models import ExecutionSpec, InvocationResult
 
 SANDBOX_UID = 1000
@@ -58,20 +59,10 @@ BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.U
             "USER": "sandbox"}
 _ETC_FILES = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime", "/etc/mime.types")
 _EXEC_FAILED = b"bwrap: execvp "
-_CAP_SYS_RESOURCE = 24
 _PR_SET_CHILD_SUBREAPER = 36
 _PRLIMIT_FLAGS = {resource.RLIMIT_CPU: "cpu", resource.RLIMIT_FSIZE: "fsize",
                   resource.RLIMIT_NOFILE: "nofile", resource.RLIMIT_NPROC: "nproc",
                   resource.RLIMIT_CORE: "core", resource.RLIMIT_AS: "as"}
-
-
-def has_capability(cap: int) -> bool:
-    """Whether this process holds ``cap`` in its effective set."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> cap & 1)
-    return False
 
 
 class _SandboxInit:
@@ -90,8 +81,13 @@ class _SandboxInit:
 
     async def reap(self, timeout_s: float = 5.0) -> None:
         loop = asyncio.get_running_loop()
-        exited = loop.create_future()
-        loop.add_reader(self.fd, lambda: exited.done() or exited.set_result(None))
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(self.fd, on_exit)
         try:
             async with asyncio.timeout(timeout_s):
                 await exited
@@ -101,7 +97,8 @@ class _SandboxInit:
         finally:
             loop.remove_reader(self.fd)
         with contextlib.suppress(ChildProcessError, OSError):
-            os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG)
+            # Never blocks: WNOHANG, and the process has exited (or was killed).
+            os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG)  # noqa: ASYNC222
         os.close(self.fd)
 
 
@@ -198,6 +195,7 @@ class SandboxExecutor:
         max_sandboxes: int = 64,
         rootfs: Path | None = None,
         require_cgroups: bool = False,
+        cache_dir: Path = Path(".cache"),
     ) -> None:
         found = bwrap or shutil.which("bwrap")
         if found is None:
@@ -209,21 +207,19 @@ class SandboxExecutor:
         self._rootfs = rootfs
         self._filter = seccomp.build_filter()
         self._uids = UidPool(uid_base, max_sandboxes)
+        self._max_sandboxes = max_sandboxes
         self.cgroups = Cgroups(cgroup_root)
         if require_cgroups and not self.cgroups.available:
             raise ExecutorUnavailable(self.cgroups.reason)
         self._static_argv: dict[int, list[str]] = {}
         become_subreaper()
-        # Setting another uid's rlimits needs CAP_SYS_RESOURCE; without it
-        # (as in many containers) the limits are set by exec'ing through
-        # util-linux prlimit, which lowers its own and then runs bubblewrap.
-        self._prlimit_wrapper: str | None = None
-        if not has_capability(_CAP_SYS_RESOURCE):
-            self._prlimit_wrapper = shutil.which("prlimit")
-            if self._prlimit_wrapper is None:
-                raise ExecutorUnavailable(
-                    "no CAP_SYS_RESOURCE and no prlimit(1) to set the sandbox's rlimits"
-                )
+        # rlimits and the uid switch happen before bubblewrap runs: through
+        # the compiled spawn helper (one small exec, and Python may vfork), or
+        # else through subprocess's uid switch plus util-linux prlimit(1).
+        self._spawn_helper, self.start_path = ensure_spawn_helper(cache_dir)
+        self._prlimit = shutil.which("prlimit")
+        if self._spawn_helper is None and self._prlimit is None:
+            raise ExecutorUnavailable("neither the spawn helper nor prlimit(1) is available")
         self._children: set[ChildProcess] = set()
         self._closed = False
 
@@ -255,21 +251,20 @@ class SandboxExecutor:
         with self._uids.lease() as host_uid:
             try:
                 if self.cgroups.available:
-                    group = self.cgroups.create(
-                        f"{spec.request_id[:40]}-{secrets.token_hex(4)}",
-                        memory_bytes=limits.memory_bytes, pids=limits.pids,
-                    )
+                    group = await self.cgroups.acquire(memory_bytes=limits.memory_bytes,
+                                                       pids=limits.pids)
                 seccomp_r = self.seccomp_fd()
                 fds.append(seccomp_r)
                 info_r, info_w = os.pipe()
                 block_r, block_w = os.pipe()
                 fds += [info_r, info_w, block_r, block_w]
-                wrapper = self._prlimit_argv(spec) if self._prlimit_wrapper else []
-                argv = [*wrapper, *self.argv_for(limits.tmp_bytes), "--seccomp", str(seccomp_r),
+                argv = [*self._launcher(spec, host_uid), *self.argv_for(limits.tmp_bytes),
+                        "--seccomp", str(seccomp_r),
                         "--info-fd", str(info_w), "--block-fd", str(block_r),
                         "--", *spec.command]
                 try:
-                    child = ChildProcess.spawn(argv, env=env, user=host_uid, group=host_uid,
+                    switch = None if self._spawn_helper else host_uid
+                    child = ChildProcess.spawn(argv, env=env, user=switch, group=switch,
                                                pass_fds=(seccomp_r, info_w, block_r))
                 except OSError as exc:
                     raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
@@ -302,7 +297,7 @@ class SandboxExecutor:
                 if sandbox_init is not None:
                     await sandbox_init.reap()
                 if group is not None:
-                    await group.remove()
+                    await self.cgroups.release(group, keep=self._max_sandboxes)
 
     async def _release(self, info_r: int, block_w: int, group: Cgroup | None,
                        spec: ExecutionSpec) -> _SandboxInit | None:
@@ -324,9 +319,6 @@ class SandboxExecutor:
             try:
                 if group is not None:
                     group.add(pid)
-                if self._prlimit_wrapper is None:
-                    for which, value in self._rlimits(spec):
-                        resource.prlimit(pid, which, (value, value))
                 init = _SandboxInit(pid)
             except ProcessLookupError:
                 return None
@@ -355,12 +347,15 @@ class SandboxExecutor:
             (resource.RLIMIT_AS, address_space),
         ]
 
-    def _prlimit_argv(self, spec: ExecutionSpec) -> list[str]:
-        """``prlimit --cpu=N ... --`` for hosts where we may not prlimit the sandbox."""
-        assert self._prlimit_wrapper is not None  # noqa: S101
-        return [self._prlimit_wrapper,
-                *(f"--{_PRLIMIT_FLAGS[which]}={value}" for which, value in self._rlimits(spec)),
-                "--"]
+    def _launcher(self, spec: ExecutionSpec, host_uid: int) -> list[str]:
+        """What runs before bubblewrap: sets the rlimits (and the uid, for the helper)."""
+        limits = self._rlimits(spec)
+        if self._spawn_helper is not None:
+            return [str(self._spawn_helper), str(host_uid), str(host_uid),
+                    *(f"{which}={value}" for which, value in limits), "--"]
+        assert self._prlimit is not None  # noqa: S101 - checked in __init__
+        flags = (f"--{_PRLIMIT_FLAGS[which]}={value}" for which, value in limits)
+        return [self._prlimit, *flags, "--"]
 
     def _result(self, spec: ExecutionSpec, outcome: ProcessOutcome,
                 group: Cgroup | None) -> InvocationResult:
@@ -395,6 +390,7 @@ class SandboxExecutor:
         self._closed = True
         for child in list(self._children):
             child.kill()
+        await self.cgroups.close()
 
 
 async def availability() -> Availability:

@@ -1,0 +1,72 @@
+"""Shared benchmark helpers: percentiles, a gateway process, a load generator."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers import free_port
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
+
+
+def summary(name: str, samples_ms: list[float], wall_s: float | None = None) -> dict[str, float]:
+    row = {"n": len(samples_ms), "p50_ms": pct(samples_ms, 50), "p99_ms": pct(samples_ms, 99),
+           "mean_ms": statistics.fmean(samples_ms)}
+    if wall_s:
+        row["per_s"] = len(samples_ms) / wall_s
+    extra = f"  {row['per_s']:7.1f}/s" if wall_s else ""
+    print(f"{name:44} n={row['n']:<5} p50={row['p50_ms']:8.2f} ms  "
+          f"p99={row['p99_ms']:8.2f} ms{extra}", flush=True)
+    return row
+
+
+@contextmanager
+def gateway(env: Mapping[str, str]) -> Iterator[str]:
+    port = free_port()
+    full = {**os.environ, "FAAS_GATEWAY_PORT": str(port), "FAAS_LOG": "warn", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "faas.cli", "serve"], env=full)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+async def load(call: Callable[[], Awaitable[None]], total: int,
+               concurrency: int) -> tuple[list[float], float]:
+    """Run ``call`` ``total`` times with ``concurrency`` workers: (latencies ms, wall s)."""
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            t = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - t) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - start
