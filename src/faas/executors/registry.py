@@ -47,6 +47,6 @@ async def _build(name: str, settings: Settings) -> Executor | None:
     if name == "sandbox":
         return SandboxExecutor(
             cgroup_root=settings.cgroup_root, uid_base=settings.sandbox_uid_base,
-            max_sandboxes=settings.max_concurrency,
+            max_sandboxes=settings.max_concurrency, cache_dir=settings.cache_dir,
         )
     return None

@@ -1,0 +1,26 @@
+.PHONY: setup test serve bench bench-sandbox bench-docker bench-microvm lint
+
+setup:
+	bash scripts/setup.sh
+
+test:
+	bash scripts/test.sh
+
+serve: setup
+	.venv/bin/faas serve
+
+lint:
+	.venv/bin/ruff check src tests bench
+	.venv/bin/mypy src
+
+bench: bench-sandbox bench-docker bench-microvm
+
+bench-sandbox: setup
+	cd bench && ../.venv/bin/python bench_sandbox.py
+
+bench-docker: setup
+	bash scripts/ensure-dockerd.sh
+	cd bench && ../.venv/bin/python bench_docker.py
+
+bench-microvm: setup
+	cd bench && ../.venv/bin/python bench_microvm.py

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up everything this project needs on a fresh Debian 12 machine (as root):
+# the host packages every isolation tier uses, a virtualenv in .venv with the
+# package and its dev tools, and the C spawn helper. Idempotent and quick on
+# a second run: apt is only called for packages that are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  bubblewrap util-linux           # namespace sandbox; prlimit(1) fallback
+  gcc libc6-dev                   # the sandbox spawn helper (faas-spawn)
+  python3 python3-venv            # the gateway, and python3 inside sandboxes
+  docker.io                       # container tier (dockerd is started by ensure-dockerd.sh)
+  qemu-system-x86                 # microVM tier (QEMU -M microvm, TCG where KVM cannot run guests)
+  mmdebstrap e2fsprogs cpio lz4   # guest image builder (Debian rootfs, ext4, initramfs, kernel)
+  busybox-static dpkg             # guest init tools
+  iproute2 procps curl ca-certificates
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.faas-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+echo "setup: done ($(.venv/bin/python --version), $(bwrap --version))"
