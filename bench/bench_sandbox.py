@@ -19,9 +19,7 @@ import os
 import subprocess
 import time
 
-import httpx
-
-from common import gateway, load, pct, summary
+from common import RawClient, gateway, load, summary
 from faas.executors.sandbox import SandboxExecutor
 
 
@@ -40,34 +38,35 @@ def bare_bwrap(n: int) -> list[float]:
 
 async def platform(url: str, n: int) -> dict[str, dict[str, float]]:
     rows = {}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        body = {"command": ["true"]}
+    host, port = url.removeprefix("http://").split(":")
+    client = RawClient(host, int(port))
+    body = json.dumps({"command": ["true"]}).encode()
 
-        async def invoke() -> None:
-            r = await client.post("/functions/bench/invoke", json=body)
-            if r.status_code != 200 or r.json()["exit_code"] != 0:
-                raise SystemExit(f"bad response {r.status_code}: {r.text}")
+    async def invoke() -> None:
+        status, data = await client.request("POST", "/functions/bench/invoke", body)
+        if status != 200 or json.loads(data)["exit_code"] != 0:
+            raise SystemExit(f"bad response {status}: {data[:300]!r}")
 
-        await load(invoke, 20, 4)  # warm up
-        for conc, total in ((1, n), (8, n * 2), (32, n * 2)):
-            lat, wall = await load(invoke, total, conc)
-            rows[f"c{conc}"] = summary(f"(b) HTTP invoke `true`, concurrency {conc}", lat, wall)
+    await load(invoke, 20, 4)  # warm up
+    for conc, total in ((1, n), (8, n * 2), (32, n * 2)):
+        lat, wall = await load(invoke, total, conc)
+        rows[f"c{conc}"] = summary(f"(b) HTTP invoke `true`, concurrency {conc}", lat, wall)
 
-        sleeper = {"command": ["sleep", "3"]}
-        background = [asyncio.ensure_future(client.post("/functions/bg/invoke", json=sleeper))
-                      for _ in range(50)]
-        await asyncio.sleep(0.5)
-        health = []
-        while not all(t.done() for t in background) and len(health) < 400:
-            t0 = time.perf_counter()
-            r = await client.get("/healthz")
-            assert r.status_code == 200
-            health.append((time.perf_counter() - t0) * 1000)
-            await asyncio.sleep(0.005)
-        codes = [t.result().status_code for t in await asyncio.gather(*background) and background]
-        rows["healthz"] = summary("(c) /healthz while 50 invocations run", health)
-        rows["healthz"]["background_ok"] = codes.count(200)
+    sleeper = json.dumps({"command": ["sleep", "3"]}).encode()
+    background = [asyncio.ensure_future(RawClient(host, int(port)).request(
+        "POST", "/functions/bg/invoke", sleeper)) for _ in range(50)]
+    await asyncio.sleep(0.5)
+    health = []
+    while not all(t.done() for t in background) and len(health) < 400:
+        t0 = time.perf_counter()
+        status, _ = await client.request("GET", "/healthz")
+        assert status == 200
+        health.append((time.perf_counter() - t0) * 1000)
+        await asyncio.sleep(0.005)
+    codes = [status for status, _ in await asyncio.gather(*background)]
+    rows["healthz"] = summary("(c) /healthz while 50 invocations run", health)
+    rows["healthz"]["background_ok"] = codes.count(200)
+    await client.aclose()
     return rows
 
 
@@ -88,7 +87,6 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"bare": bare, **rows, "ratio": ratio}, f, indent=2)
-    _ = pct
 
 
 if __name__ == "__main__":

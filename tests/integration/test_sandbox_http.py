@@ -1,6 +1,7 @@
 """Through real HTTP into real bubblewrap sandboxes."""
 
 import base64
+import hashlib
 import os
 import signal
 import subprocess
@@ -32,6 +33,19 @@ def test_binary_payload_round_trips_byte_for_byte(server: Server, no_leaks: None
     r = server.invoke(["cat"], payload=base64.b64encode(data).decode(), output_encoding="base64")
     assert r.status_code == 200
     assert base64.b64decode(r.json()["stdout_base64"]) == data
+
+
+def test_largest_payload_passes_and_one_byte_more_is_413(server: Server) -> None:
+    limit = 6 * 1024 * 1024
+    data = os.urandom(limit)
+    r = server.invoke(["sha256sum"], payload=base64.b64encode(data).decode())
+    assert r.status_code == 200
+    assert r.json()["stdout"].split()[0] == hashlib.sha256(data).hexdigest()
+    r = server.invoke(["cat"], payload=base64.b64encode(data + b"x").decode())
+    assert r.status_code == 413 and "payload" in r.json()["error"]
+    with server.client() as c:
+        r = c.post("/functions/t/invoke", content=b"{" + b" " * (30 * 1024 * 1024) + b"}")
+    assert r.status_code == 413
 
 
 def test_invalid_utf8_output(server: Server) -> None:

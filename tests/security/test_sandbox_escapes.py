@@ -20,10 +20,24 @@ from helpers import Server, assert_no_leaks
 pytestmark = pytest.mark.sandbox
 
 
+def host_mounts() -> list[str]:
+    return [" ".join(line.split()[3:5]) for line in Path("/proc/self/mountinfo").read_text()
+            .splitlines()]
+
+
+def host_tmp() -> set[str]:
+    return {p.name for p in Path("/tmp").iterdir()}
+
+
 @pytest.fixture(autouse=True)
 def _leak_check(server: Server) -> Iterator[None]:
+    mounts, tmp = host_mounts(), host_tmp()
     yield
     assert_no_leaks()
+    assert host_mounts() == mounts
+    # (faas-vm-* belong to the microVM tier, which checks its own)
+    assert not {n for n in host_tmp() - tmp
+                if n.startswith(("faas", "bwrap", "tmp")) and not n.startswith("faas-vm-")}
     with server.client() as c:
         assert c.get("/healthz").status_code == 200
 
