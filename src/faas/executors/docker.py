@@ -541,8 +541,8 @@ class DockerExecutor:
             await self._read_all(reader, capture)
         finally:
             feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
+            # wait() neither raises the feeder's CancelledError nor swallows ours.
+            await asyncio.wait([feeder])
 
     @staticmethod
     async def _feed_stdin(writer: asyncio.StreamWriter, payload: bytes) -> None:
