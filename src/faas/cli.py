@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import json
 import signal
 import sys
@@ -22,10 +23,11 @@ def _serve(args: argparse.Namespace) -> int:
     from faas.gateway.app import create_app
 
     settings = Settings.from_env()
-    if args.port is not None or args.host is not None:
-        settings = Settings(**{**{f: getattr(settings, f) for f in settings.__slots__},
-                               **({"port": args.port} if args.port is not None else {}),
-                               **({"host": args.host} if args.host is not None else {})})
+    if args.port is not None:
+        settings = dataclasses.replace(settings, port=args.port)
+    if args.host is not None:
+        settings = dataclasses.replace(settings, host=args.host)
+    settings.check()
     logs.configure(settings.log_level)
 
     async def main() -> int:
