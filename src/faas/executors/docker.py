@@ -505,7 +505,9 @@ class DockerExecutor:
             result.duration_ms = (loop.time() - started) * 1000
         finally:
             if conn is not None:
-                conn[1].close()
+                # abort(), not close(): close() would wait forever to flush a
+                # payload the command never read.
+                conn[1].transport.abort()
             await _uninterrupted(self._remove(name))
         result.stdout = bytes(capture.data[_STDOUT])
         result.stderr = bytes(capture.data[_STDERR])
