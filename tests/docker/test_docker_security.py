@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import socket
 import subprocess
@@ -155,6 +156,48 @@ async def test_privileged_operations_fail(executor: DockerExecutor) -> None:
     out = result.stdout.decode()
     assert "MOUNTED" not in out and "CHROOTED" not in out and "UNSHARED" not in out
     assert "unshare blocked" in out
+
+
+SYSCALL_PROBE = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+# x86_64 numbers: keyctl(KEYCTL_JOIN_SESSION_KEYRING), bpf(BPF_PROG_LOAD, NULL),
+# ptrace(PTRACE_ATTACH, 1), perf_event_open(NULL), init_module, setuid(0).
+probes = {
+    "keyctl": (250, 1, 0, 0, 0, 0),
+    "bpf": (321, 5, 0, 0),
+    "ptrace": (101, 16, 1, 0, 0),
+    "perf_event_open": (298, 0, 0, -1, -1, 0),
+    "init_module": (175, 0, 0, 0),
+    "setuid": (105, 0),
+}
+for name, args in probes.items():
+    rc = libc.syscall(*[ctypes.c_long(a) for a in args])
+    print(name, "ALLOWED" if rc >= 0 else "denied", os.strerror(ctypes.get_errno()))
+"""
+
+
+async def test_escape_syscalls_are_denied(executor: DockerExecutor) -> None:
+    result = await executor.run(make_spec(["python3", "-c", SYSCALL_PROBE]))
+    out = result.stdout.decode()
+    assert result.exit_code == 0, (out, result.stderr)
+    assert out.count("denied") == 6, out
+    assert "ALLOWED" not in out
+
+
+async def test_stricter_seccomp_profile(docker_image: str, tmp_path: Path) -> None:
+    profile = tmp_path / "seccomp.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }))
+    ex = DockerExecutor(default_image=docker_image, seccomp_profile=profile)
+    try:
+        result = await ex.run(make_spec(["mkdir", "/tmp/x"]))
+    finally:
+        await ex.aclose()
+    assert result.exit_code != 0
+    assert b"Operation not permitted" in result.stderr, result
 
 
 async def test_other_invocations_are_invisible(executor: DockerExecutor) -> None:
