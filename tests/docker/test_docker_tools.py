@@ -9,6 +9,7 @@ from pathlib import Path
 
 import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
+from docker_support import make_spec
 
 from faas.executors.docker import MANAGED_LABEL, DockerExecutor
 from faas.images.docker_image import SOURCE_LABEL, ensure_docker_image, main
@@ -80,3 +81,26 @@ def test_ensure_dockerd_says_why_it_cannot_start(tmp_path: Path) -> None:
                           check=False)
     assert proc.returncode != 0
     assert "dockerd is not installed" in proc.stderr
+
+
+async def test_image_volumes_and_entrypoint_do_not_leak_or_interfere(
+    docker_image: str, docker_daemon: docker.DockerClient
+) -> None:
+    """An image declaring a VOLUME and an ENTRYPOINT: the command runs as given, no volume stays."""
+    base = docker_daemon.containers.create(docker_image, ["true"], network_mode="none")
+    tag = "faas-test-volume:latest"
+    try:
+        base.commit(repository="faas-test-volume", tag="latest",
+                    changes=['VOLUME /data', 'ENTRYPOINT ["/bin/false"]'])
+    finally:
+        base.remove(force=True)
+    volumes_before = {v.name for v in docker_daemon.volumes.list()}
+    ex = DockerExecutor(default_image=tag)
+    try:
+        result = await ex.run(make_spec(["sh", "-c", "test -d /data && echo has-volume"]))
+    finally:
+        await ex.aclose()
+        docker_daemon.images.remove(tag, force=True)
+    assert result.exit_code == 0, result
+    assert result.stdout == b"has-volume\n"  # sh ran, not the image's /bin/false
+    assert {v.name for v in docker_daemon.volumes.list()} <= volumes_before
