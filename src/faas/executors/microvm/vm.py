@@ -1,0 +1,351 @@
+"""One microVM's lifecycle, whatever the VMM: spawn, wait for the agent, run, kill.
+
+    NEW --spawn()--> SPAWNED --wait_ready()--> READY --run()--> DONE
+      \\________________ kill() from any state ________________/--> KILLED
+
+``spawn`` makes a private work folder (scratch disk, channel socket, console
+log, VMM config), prepares the channel and starts the VMM; ``wait_ready``
+connects to the agent and reads its HELLO; ``run`` sends one request and
+reads the reply. Keeping these apart lets a later pool spawn and boot VMs (or
+restore snapshots) ahead of any request.
+
+Every wait races the VMM's exit (a pidfd watched on the loop), so a guest
+that panics or an agent that dies gives a ``SandboxError`` carrying the
+console tail at once instead of a hang. Callers bound each step with their
+own deadline (``asyncio.timeout_at``).
+
+Teardown order in ``kill()`` (idempotent; cancellation-safe):
+1. close the channel (our sockets, the listening socket file);
+2. SIGKILL the VMM's process group;
+3. wait (bounded) for the exit, reap it, close the pidfd;
+4. remove the work folder.
+If the wait is cut short (cancellation), the reap and removal happen in a
+loop callback as soon as the process is gone, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import enum
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from faas.agent.protocol import AgentReply, AgentRequest, Kind, read_frame
+from faas.errors import AgentProtocolError, FaasError, SandboxError
+from faas.executors.microvm.channel import Channel, Streams
+from faas.executors.microvm.config import VMConfig
+from faas.images.common import ImageBuildError
+from faas.images.disk import make_scratch_disk
+
+T = TypeVar("T")
+_KILL_WAIT_S = 5.0
+# After the VMM exits, how long buffered channel data may still be read.
+_DRAIN_AFTER_EXIT_S = 0.3
+_PR_SET_PDEATHSIG = 1
+_pending_reaps: set[MicroVM] = set()
+
+
+class VMState(enum.Enum):
+    NEW = "new"
+    SPAWNED = "spawned"
+    READY = "ready"
+    DONE = "done"
+    KILLED = "killed"
+
+
+class Driver(Protocol):
+    """What a VMM contributes: its channel and its command line."""
+
+    name: str
+
+    def channel(self, config: VMConfig, workdir: Path) -> Channel: ...
+
+    def command(self, config: VMConfig, workdir: Path) -> list[str]:
+        """argv that boots ``config``; may write config files into ``workdir``."""
+        ...
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class MicroVM:
+    """A single-use VM. Use ``async with`` or call ``kill()`` on every path."""
+
+    def __init__(self, driver: Driver, config: VMConfig, *, run_dir: Path | None = None) -> None:
+        self.driver = driver
+        self.config = config
+        self.run_dir = run_dir
+        self.state = VMState.NEW
+        self.workdir: Path | None = None
+        self.timings: dict[str, float] = {}
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._pidfd: int | None = None
+        self._exited: asyncio.Future[int] | None = None
+        self._channel: Channel | None = None
+        self._streams: Streams | None = None
+        self._t0 = time.monotonic()
+
+    async def __aenter__(self) -> MicroVM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.kill()
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def spawn(self) -> None:
+        """Make the work folder and scratch disk, prepare the channel, start the VMM."""
+        if self.state is not VMState.NEW:
+            raise SandboxError(f"spawn() on a VM in state {self.state.value}")
+        self._t0 = time.monotonic()
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir = Path(tempfile.mkdtemp(prefix="faas-vm-", dir=self.run_dir))
+        self.state = VMState.SPAWNED  # from here on kill() has something to clean
+        try:
+            await asyncio.to_thread(make_scratch_disk, workdir / "scratch.ext4",
+                                    self.config.scratch_bytes)
+        except ImageBuildError as exc:
+            raise SandboxError(f"cannot make the scratch disk: {exc}") from exc
+        self._channel = self.driver.channel(self.config, workdir)
+        await self._channel.prepare()
+        argv = self.driver.command(self.config, workdir)
+        self._start_process(argv, workdir)
+        self.timings["spawn_ms"] = self._ms()
+
+    def _start_process(self, argv: list[str], workdir: Path) -> None:
+        log = open(workdir / "vmm.log", "wb")  # noqa: SIM115 - handed to the child
+        try:
+            self._popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=workdir, close_fds=True, process_group=0, preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot start {self.driver.name}: {exc}") from exc
+        finally:
+            log.close()
+        loop = asyncio.get_running_loop()
+        self._exited = loop.create_future()
+        try:
+            self._pidfd = os.pidfd_open(self._popen.pid)
+        except OSError as exc:
+            self._signal_kill()
+            raise SandboxError(f"pidfd_open failed: {exc}") from exc
+        loop.add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+        rc = self._popen.wait() if self._popen is not None else -1
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(rc)
+
+    async def wait_ready(self) -> None:
+        """Connect to the agent and read its HELLO. Raises ``SandboxError`` if the VM dies."""
+        if self.state is not VMState.SPAWNED or self._channel is None:
+            raise SandboxError(f"wait_ready() on a VM in state {self.state.value}")
+        self._streams = await self._until_exit(self._channel.open(), "connecting to the agent")
+        self.timings["connect_ms"] = self._ms()
+        frame = await self._until_exit(read_frame(self._streams[0], body_timeout_s=10.0),
+                                       "waiting for the agent's HELLO")
+        if frame is None:
+            await self._raise_if_exits("the agent channel closed before its HELLO")
+        if frame is None or frame.kind is not Kind.HELLO:
+            got = "end of stream" if frame is None else frame.kind.name
+            raise AgentProtocolError(f"expected the agent's HELLO, got {got}")
+        self.timings["ready_ms"] = self._ms()
+        self.state = VMState.READY
+
+    async def run(self, request: AgentRequest) -> AgentReply:
+        """Send one request; return the agent's reply."""
+        if self.state is not VMState.READY or self._streams is None:
+            raise SandboxError(f"run() on a VM in state {self.state.value}")
+        reader, writer = self._streams
+        self.state = VMState.DONE
+        writer.write(request.encode())
+        max_frame = 2 * request.output_limit + 1024 * 1024
+        frame = await self._until_exit(
+            self._send_and_read(writer, reader, max_frame), "running the command",
+            drain_s=_DRAIN_AFTER_EXIT_S)
+        if frame is None:
+            await self._raise_if_exits("the agent closed the channel without replying")
+            raise SandboxError("the agent closed the channel without replying"
+                               f"{self._console_suffix()}")
+        self.timings["reply_ms"] = self._ms()
+        return AgentReply.from_frame(frame)
+
+    @staticmethod
+    async def _send_and_read(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                             max_frame: int) -> Any:
+        try:
+            await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise SandboxError(f"the agent channel broke while sending the request: {exc}"
+                               ) from exc
+        try:
+            return await read_frame(reader, max_frame=max_frame, body_timeout_s=30.0)
+        except (ConnectionError, OSError) as exc:
+            raise SandboxError(f"the agent channel broke: {exc}") from exc
+
+    async def _raise_if_exits(self, what: str, wait_s: float = 1.0) -> None:
+        """After a channel EOF: if the VMM exits shortly, say so with its output."""
+        if self._exited is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                rc = await asyncio.shield(self._exited)
+                raise SandboxError(f"{what}: the VM exited (status {rc})"
+                                   f"{self._console_suffix()}")
+
+    async def _until_exit(self, coro: Coroutine[Any, Any, T], what: str, *,
+                          drain_s: float = 0.0) -> T:
+        """Await ``coro`` unless the VMM exits first (then ``SandboxError``)."""
+        exited = self._exited
+        if exited is None:
+            coro.close()
+            raise SandboxError(f"no VMM process while {what}")
+        task = asyncio.ensure_future(coro)
+        try:
+            waiters: set[asyncio.Future[Any]] = {task, exited}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and drain_s:
+                await asyncio.wait({task}, timeout=drain_s)
+            if task.done():
+                return task.result()
+            rc = exited.result()
+            raise SandboxError(f"the VM exited (status {rc}) while {what}"
+                               f"{self._console_suffix()}")
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, FaasError, OSError):
+                    await task
+
+    # -- teardown ------------------------------------------------------------------
+    def _signal_kill(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        if self._streams is not None:
+            with contextlib.suppress(RuntimeError, OSError):
+                self._streams[1].close()
+        popen = self._popen
+        if popen is not None and popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                popen.kill()
+
+    async def kill(self) -> None:
+        """Destroy the VM and everything it made. Idempotent; safe under cancellation."""
+        if self.state is VMState.KILLED:
+            return
+        self.state = VMState.KILLED
+        self._signal_kill()
+        try:
+            if self._exited is not None and not self._exited.done():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_KILL_WAIT_S):
+                        await asyncio.shield(self._exited)
+        finally:
+            self._finish()
+
+    def kill_sync(self) -> None:
+        """Blocking teardown for when no loop runs (interpreter exit, sync callers)."""
+        self.state = VMState.KILLED
+        self._signal_kill()
+        if self._popen is not None and self._popen.returncode is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout=_KILL_WAIT_S)
+        self._finish()
+
+    def _finish(self) -> None:
+        popen = self._popen
+        if popen is not None and popen.poll() is None:
+            self._reap_later()
+            return
+        self._close_pidfd()
+        self._remove_workdir()
+
+    def _reap_later(self) -> None:
+        pidfd = self._pidfd
+        if pidfd is None:
+            return
+        loop = asyncio.get_running_loop()
+        _pending_reaps.add(self)
+
+        def reap() -> None:
+            loop.remove_reader(pidfd)
+            if self._popen is not None:
+                self._popen.wait()
+            self._close_pidfd()
+            self._remove_workdir()
+            _pending_reaps.discard(self)
+
+        loop.remove_reader(pidfd)
+        loop.add_reader(pidfd, reap)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _remove_workdir(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- diagnostics ---------------------------------------------------------------
+    def console_tail(self, limit: int = 2000) -> str:
+        """The end of the guest console and the VMM's own output, for error messages."""
+        if self.workdir is None:
+            return ""
+        chunks = []
+        for name in ("console.log", "vmm.log"):
+            with contextlib.suppress(OSError):
+                data = (self.workdir / name).read_bytes()[-limit:]
+                if data.strip():
+                    chunks.append(data.decode("utf-8", "replace").strip())
+        return "\n".join(chunks)[-limit:]
+
+    def _console_suffix(self) -> str:
+        tail = self.console_tail()
+        return f"; console: {tail}" if tail else ""
+
+    def _ms(self) -> float:
+        return (time.monotonic() - self._t0) * 1000
+
+
+async def boot_probe(driver: Driver, config: VMConfig, *, timeout_s: float,
+                     run_dir: Path | None = None) -> tuple[bool, str, float]:
+    """Boot ``config`` with ``driver`` to the agent's HELLO, then destroy it.
+
+    Returns (booted, reason, ms to HELLO); never raises for a failed boot.
+    """
+    vm = MicroVM(driver, config, run_dir=run_dir)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await vm.spawn()
+            await vm.wait_ready()
+        return True, f"{driver.name} booted the guest to the agent's HELLO", vm.timings["ready_ms"]
+    except TimeoutError:
+        tail = vm.console_tail(600)
+        return False, f"no agent HELLO within {timeout_s:g}s" + (f": {tail}" if tail else ""), 0.0
+    except FaasError as exc:
+        return False, str(exc), 0.0
+    finally:
+        await vm.kill()

@@ -1,0 +1,32 @@
+"""``faas image build``: build the guest kernel, initramfs and root disk; print the manifest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from faas.images.build import build_images
+from faas.images.common import ImageBuildError, default_cache_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="faas image build", description=__doc__)
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help=f"where images are cached (default {default_cache_dir()})")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild everything and fetch the current kernel package")
+    args = parser.parse_args(argv)
+    try:
+        manifest = build_images(args.cache_dir, force=args.force)
+    except ImageBuildError as exc:
+        print(f"faas image build: {exc}", file=sys.stderr)
+        return 1
+    json.dump(manifest.to_json(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
