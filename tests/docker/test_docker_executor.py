@@ -113,7 +113,7 @@ async def test_timeout_keeps_partial_output_and_removes_container(
     assert result.timed_out
     assert result.stdout == b"started\n" and result.stderr == b"warn\n"
     assert result.error is not None and "timed out" in result.error
-    assert result.signal == 9
+    assert (result.exit_code, result.signal) == (None, None)
     assert elapsed < 10, elapsed
     assert containers_for(docker_daemon, "timeout-case") == []
 

@@ -493,10 +493,11 @@ class DockerExecutor:
             except TimeoutError:
                 if not timeout.expired():
                     raise
+                # Reported as the sandbox tier does: no exit status of our own kill.
                 result.timed_out = True
+                result.exit_code = result.signal = None
                 result.error = f"timed out after {budget:.3g}s; the container was killed"
                 if ran:
-                    result.exit_code, result.signal = _SIGKILL_STATUS, 9
                     await _uninterrupted(self._kill(name))
                     if conn is not None:
                         with contextlib.suppress(TimeoutError):
@@ -528,9 +529,9 @@ class DockerExecutor:
         if status is not None and 128 < status <= 128 + 64:
             returncode = -(status - 128)
         result.exit_code, result.signal, result.error = describe_exit(returncode)
-        if oom:
-            mib = spec.limits.memory_bytes / (1024 * 1024)
-            result.error = f"{result.error}: out of memory (limit {mib:g} MiB)"
+        if oom:  # worded as the sandbox tier words it
+            mib = spec.limits.memory_bytes // (1024 * 1024)
+            result.error = f"out of memory: killed at the {mib} MiB limit"
 
     async def _pump(
         self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], payload: bytes,
