@@ -132,6 +132,14 @@ async def test_missing_image_is_a_clear_error_without_pull(executor: DockerExecu
     assert info.value.status == 404
 
 
+@pytest.mark.parametrize("image", ["UPPER:case", "a b", "../x"])
+async def test_malformed_image_reference_is_a_validation_error(
+    executor: DockerExecutor, image: str
+) -> None:
+    with pytest.raises(ValidationError, match="not a valid image reference"):
+        await executor.run(make_spec(["true"], image=image))
+
+
 async def test_no_image_at_all_is_a_validation_error(docker_image: str) -> None:
     ex = DockerExecutor()
     try:

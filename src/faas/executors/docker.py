@@ -366,6 +366,8 @@ class DockerExecutor:
                 f"image {image!r} does not exist in the local Docker daemon (nothing is "
                 f"pulled; import one with `faas image docker-import`): {message}"
             )
+        if response.status_code == 400 and "invalid reference format" in message:
+            raise ValidationError(f"image {image!r} is not a valid image reference: {message}")
         if self.runtime and "runtime" in message.lower():
             raise ExecutorUnavailable(f"OCI runtime {self.runtime!r} unusable: {message}")
         raise SandboxError(f"creating a container from {image!r} failed: {message}")
