@@ -12,7 +12,7 @@ alike:
 
 Prints p50/p99/mean per way and the ratios to ``bare`` (target: p50 ratio <= 1.2).
 
-    .venv/bin/python bench/bench_docker.py [-n 40] [--image faas-rootfs:latest] [--json out.json]
+    .venv/bin/python bench/bench_docker.py [-n 40] [--image TAG] [--runtime runsc] [--json F]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(port: int, image: str) -> None:
+def serve(port: int, image: str, runtime: str | None) -> None:
     """Child-process mode: a real gateway whose only executor is docker."""
     import uvicorn
 
@@ -61,12 +61,13 @@ def serve(port: int, image: str) -> None:
 
     settings = Settings(port=port, default_executor="docker", executors=("docker",),
                         log_level="warning")
-    app = create_app(settings, {"docker": DockerExecutor(default_image=image)})
+    executor = DockerExecutor(default_image=image, runtime=runtime)
+    app = create_app(settings, {"docker": executor})
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 @contextlib.contextmanager
-def gateway(image: str) -> Iterator[str | None]:
+def gateway(image: str, runtime: str | None) -> Iterator[str | None]:
     """Start the gateway child; yield its URL, or None (with a note) if it cannot start."""
     try:
         import faas.gateway.app  # noqa: F401
@@ -76,7 +77,8 @@ def gateway(image: str) -> Iterator[str | None]:
         return
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), "--image", image],
+        [sys.executable, __file__, "--serve", str(port), "--image", image,
+         *(["--runtime", runtime] if runtime else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
@@ -106,14 +108,15 @@ def gateway(image: str) -> Iterator[str | None]:
             proc.wait()
 
 
-async def bench(n: int, warmup: int, image: str) -> dict[str, list[float]]:
+async def bench(n: int, warmup: int, image: str, runtime: str | None) -> dict[str, list[float]]:
     loop = asyncio.get_running_loop()
-    executor = DockerExecutor(default_image=image)
+    executor = DockerExecutor(default_image=image, runtime=runtime)
+    runtime_args = ["--runtime", runtime] if runtime else []
     samples: dict[str, list[float]] = {"bare": [], "executor": [], "http": []}
 
     async def bare() -> None:
         proc = await asyncio.create_subprocess_exec(
-            "docker", "run", "--rm", "--network", "none", image, "true",
+            "docker", "run", "--rm", "--network", "none", *runtime_args, image, "true",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         _, err = await proc.communicate()
@@ -128,7 +131,7 @@ async def bench(n: int, warmup: int, image: str) -> dict[str, list[float]]:
             raise SystemExit(f"executor run failed: {result}")
 
     ways: dict[str, Callable[[], Awaitable[None]]] = {"bare": bare, "executor": direct}
-    with gateway(image) as url:
+    with gateway(image, runtime) as url:
         client = httpx.AsyncClient(base_url=url or "http://unused", timeout=60)
         if url is not None:
             async def http() -> None:
@@ -155,13 +158,14 @@ async def bench(n: int, warmup: int, image: str) -> dict[str, list[float]]:
     return {k: v for k, v in samples.items() if v}
 
 
-def report(samples: dict[str, list[float]], image: str) -> dict[str, object]:
+def report(samples: dict[str, list[float]], image: str, runtime: str | None) -> dict[str, object]:
     base = samples["bare"]
     b50, b99 = statistics.median(base), percentile(base, 99)
-    print(f"docker bench: image={image} rounds={len(base)} cpus={os.cpu_count()}")
+    print(f"docker bench: image={image} runtime={runtime or 'default'} rounds={len(base)} "
+          f"cpus={os.cpu_count()}")
     print(f"{'way':10} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
           f"{'p50 ratio':>10} {'p99 ratio':>10}")
-    out: dict[str, object] = {"image": image, "rounds": len(base)}
+    out: dict[str, object] = {"image": image, "runtime": runtime, "rounds": len(base)}
     for name, values in samples.items():
         p50, p99 = statistics.median(values), percentile(values, 99)
         mean = statistics.fmean(values)
@@ -176,19 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=40, help="measured rounds")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--image", default=DEFAULT_TAG)
+    parser.add_argument("--runtime", help="OCI runtime for both ways (e.g. runsc)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.image)
+        serve(args.serve, args.image, args.runtime)
         return 0
     subprocess.run([str(REPO / "scripts" / "ensure-dockerd.sh")], check=True)
     if args.image == DEFAULT_TAG:
         from faas.images.rootfs import ensure_rootfs_tar
 
         ensure_docker_image(ensure_rootfs_tar(), DEFAULT_TAG)
-    samples = asyncio.run(bench(args.n, args.warmup, args.image))
-    numbers = report(samples, args.image)
+    samples = asyncio.run(bench(args.n, args.warmup, args.image, args.runtime))
+    numbers = report(samples, args.image, args.runtime)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(numbers, indent=2) + "\n")
