@@ -81,6 +81,8 @@ class MicroVMSettings:
     # still send partial output; the VM itself dies at the deadline + kill_grace_s.
     agent_margin_s: float = 0.75
     kill_grace_s: float = 0.25
+    # Appended to every guest's kernel command line (debugging: "loglevel=7").
+    extra_cmdline: tuple[str, ...] = ()
 
     def vm_config(self, images: GuestImages, limits: Limits, *, vsock: bool = False) -> VMConfig:
         memory = limits.memory_bytes // MIB
@@ -90,4 +92,5 @@ class MicroVMSettings:
             memory_mib=max(MIN_MEMORY_MIB, min(memory, self.max_memory_mib)),
             scratch_bytes=max(MIN_SCRATCH_BYTES, min(limits.tmp_bytes, self.max_scratch_bytes)),
             vsock=vsock,
+            extra_cmdline=self.extra_cmdline,
         )

@@ -1,0 +1,87 @@
+"""Fixtures of the microVM tier: the guest image (built once, cached), executors, leak checks.
+
+Every VM these tests boot lives in one session ``run_dir``, so the leak check
+is exact: after each test module the folder is empty and no VMM process
+mentions it on its command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from microvm_support import assert_no_vm_leaks
+
+from faas.executors.microvm import MicroVMSettings, QemuExecutor
+from faas.images.build import GuestImages, Manifest, build_images, guest_images
+
+try:
+    from helpers import record_tier
+except ImportError:  # run on its own
+    def record_tier(name: str, state: str) -> None:
+        return None
+
+
+@pytest.fixture(scope="session")
+def image_manifest() -> Manifest:
+    """Build (first run: about 40 s) or find (later runs: instant) the guest images."""
+    if shutil.which("qemu-system-x86_64") is None:
+        record_tier("microvm (QEMU)", "SKIPPED: qemu-system-x86_64 is not installed")
+        pytest.skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
+    started = time.monotonic()
+    manifest = build_images()
+    print(f"\nguest images ready in {time.monotonic() - started:.1f}s: {manifest.directory}")
+    record_tier("microvm (QEMU)", "ran")
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def images(image_manifest: Manifest) -> GuestImages:
+    return guest_images()
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Short path: unix socket paths are limited to 108 bytes.
+    path = Path(f"/tmp/faas-test-vms-{os.getpid()}")
+    path.mkdir(exist_ok=True)
+    yield path  # type: ignore[misc]
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(run_dir: Path) -> MicroVMSettings:
+    return MicroVMSettings(run_dir=run_dir, boot_timeout_s=60.0)
+
+
+@pytest.fixture
+async def qemu(settings: MicroVMSettings, images: GuestImages) -> AsyncIterator[QemuExecutor]:
+    executor = QemuExecutor(settings, images)
+    yield executor
+    await executor.aclose()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_vm_leaks_after_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Leak check after each test group (module)."""
+    yield
+    if "run_dir" in request.fixturenames or _session_run_dir_exists():
+        assert_no_vm_leaks(Path(f"/tmp/faas-test-vms-{os.getpid()}"))
+
+
+def _session_run_dir_exists() -> bool:
+    return Path(f"/tmp/faas-test-vms-{os.getpid()}").is_dir()
+
+
+@pytest.fixture
+def no_vm_leaks(run_dir: Path) -> Iterator[None]:
+    yield
+    assert_no_vm_leaks(run_dir)
