@@ -1,0 +1,147 @@
+"""What a hostile command inside a microVM can and cannot do (real VMs, TCG here)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from microvm_support import make_spec
+
+from faas.executors.microvm import QemuExecutor
+
+pytestmark = pytest.mark.microvm
+
+
+def _host_ipv4_addresses() -> list[str]:
+    addrs = {"127.0.0.1", "10.0.2.2", "169.254.169.254"}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent; picks the outbound address
+            addrs.add(s.getsockname()[0])
+        except OSError:
+            pass
+    return sorted(addrs)
+
+
+@pytest.fixture
+def host_listener() -> Iterator[int]:
+    """A TCP listener on all host addresses, counting the connections it accepts."""
+    server = socket.create_server(("0.0.0.0", 0))
+    server.settimeout(0.2)
+    accepted: list[object] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, peer = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(peer)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+    assert not accepted, f"the guest reached the host listener from {accepted}"
+
+
+async def test_no_network_interface_but_loopback(qemu: QemuExecutor) -> None:
+    r = await qemu.run(make_spec(["ls", "/sys/class/net"]))
+    assert r.stdout == b"lo\n"
+
+
+async def test_host_and_gateway_are_unreachable(qemu: QemuExecutor, host_listener: int) -> None:
+    code = (
+        "import socket, sys\n"
+        "for host in sys.argv[2:]:\n"
+        "    try:\n"
+        "        socket.create_connection((host, int(sys.argv[1])), timeout=2).close()\n"
+        "        print(host, 'REACHED')\n"
+        "    except OSError as exc:\n"
+        "        print(host, 'blocked', exc.errno)\n"
+    )
+    hosts = _host_ipv4_addresses()
+    r = await qemu.run(make_spec(["python3", "-c", code, str(host_listener), *hosts]))
+    lines = r.stdout.decode().splitlines()
+    assert len(lines) == len(hosts), r.stderr
+    assert all("blocked" in line for line in lines), lines
+
+
+async def test_memory_bomb_is_contained_by_the_vm(qemu: QemuExecutor) -> None:
+    bomb = "b = []\nwhile True:\n    b.append(bytearray(8 << 20))\n"
+    r = await qemu.run(make_spec(["python3", "-c", bomb], memory_bytes=256 << 20,
+                                 timeout_s=60))
+    assert not r.timed_out
+    assert r.exit_code != 0
+    assert r.signal == 9 or b"MemoryError" in r.stderr, (r.exit_code, r.stderr[-300:])
+    # The VM, and so the agent, survived its own OOM and still answered.
+
+
+def _host_process_count() -> int:
+    return sum(1 for entry in Path("/proc").iterdir() if entry.name.isdigit())
+
+
+async def test_fork_bomb_does_not_hurt_the_host(qemu: QemuExecutor) -> None:
+    before = _host_process_count()
+    peak = before
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, _host_process_count())
+            await asyncio.sleep(0.1)
+
+    sampler = asyncio.ensure_future(sample())
+    started = time.monotonic()
+    try:
+        r = await qemu.run(make_spec(["/bin/sh", "-c", "bomb() { bomb | bomb & }; bomb"],
+                                     timeout_s=15))
+    finally:
+        sampler.cancel()
+    assert time.monotonic() - started < 17
+    assert r.timed_out or r.exit_code is not None
+    # Host processes: the VMM and a few helpers, never the bomb's children.
+    assert peak - before < 20, (before, peak)
+    after = await qemu.run(make_spec(["echo", "still fine"]))
+    assert after.stdout == b"still fine\n"
+
+
+async def test_host_files_and_environment_are_invisible(qemu: QemuExecutor,
+                                                        tmp_path: Path) -> None:
+    marker = tmp_path / f"host-secret-{uuid.uuid4().hex}"
+    marker.write_text("host secret")
+    secret = uuid.uuid4().hex
+    os.environ["FAAS_MICROVM_TEST_SECRET"] = secret
+    try:
+        script = (f"cat {marker}; ls /tmp; cat /work/main/pyproject.toml; "
+                  "cat /proc/1/environ; env; ls /work; exit 0")
+        r = await qemu.run(make_spec(["/bin/sh", "-c", script]))
+    finally:
+        del os.environ["FAAS_MICROVM_TEST_SECRET"]
+    assert b"host secret" not in r.stdout
+    assert secret.encode() not in r.stdout + r.stderr
+    assert b"[project]" not in r.stdout
+    assert b"No such file" in r.stderr
+
+
+async def test_root_disk_is_read_only_and_scratch_is_writable(qemu: QemuExecutor) -> None:
+    script = ("touch /usr/evil 2>/dev/null && echo usr-writable; "
+              "touch /tmp/ok && echo tmp-writable; "
+              "cat /sys/block/vda/ro; "
+              "echo b > /proc/sysrq-trigger 2>/dev/null && echo sysrq-allowed; "
+              "mount -t tmpfs x /mnt 2>/dev/null && echo mount-allowed; exit 0")
+    r = await qemu.run(make_spec(["/bin/sh", "-c", script]))
+    assert r.stdout == b"tmp-writable\n1\n", r.stdout
