@@ -44,8 +44,6 @@ from urllib.parse import quote, urlsplit
 import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import httpx
 import requests
-from httpx import USE_CLIENT_DEFAULT
-from httpx._client import UseClientDefault
 
 from faas.agent.execute import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, describe_exit
 from faas.errors import (
@@ -275,11 +273,12 @@ class DockerExecutor:
         return self._prefix
 
     async def _send(
-        self, method: str, path: str, *, what: str,
-        http_timeout: float | UseClientDefault | None = USE_CLIENT_DEFAULT, **kwargs: Any,
+        self, method: str, path: str, *, what: str, unbounded: bool = False, **kwargs: Any,
     ) -> httpx.Response:
+        """One Engine API call; ``unbounded`` lifts the per-call timeout (for ``wait``)."""
+        timeout = None if unbounded else self.api_timeout_s
         try:
-            return await self._http.request(method, path, timeout=http_timeout, **kwargs)
+            return await self._http.request(method, path, timeout=timeout, **kwargs)
         except httpx.ConnectError as exc:
             raise ExecutorUnavailable(
                 f"Docker daemon at {self.base_url} is unreachable ({what}): {exc}"
@@ -288,12 +287,10 @@ class DockerExecutor:
             raise SandboxError(f"Docker API call failed ({what}): {exc!r}") from exc
 
     async def _call(
-        self, method: str, path: str, *, what: str,
-        http_timeout: float | UseClientDefault | None = USE_CLIENT_DEFAULT, **kwargs: Any,
+        self, method: str, path: str, *, what: str, unbounded: bool = False, **kwargs: Any,
     ) -> httpx.Response:
         prefix = await self._api_prefix()
-        return await self._send(method, prefix + path, what=what, http_timeout=http_timeout,
-                                **kwargs)
+        return await self._send(method, prefix + path, what=what, unbounded=unbounded, **kwargs)
 
     # -- container lifecycle ---------------------------------------------------
 
@@ -428,7 +425,7 @@ class DockerExecutor:
     async def _wait(self, name: str) -> int | None:
         response = await self._call(
             "POST", f"/containers/{quote(name)}/wait", what="wait for the container",
-            http_timeout=None,  # bounded by the invocation deadline instead
+            unbounded=True,  # bounded by the invocation deadline instead
         )
         if response.status_code != 200:
             raise SandboxError(f"waiting for container {name} failed: {_message(response)}")
