@@ -60,8 +60,10 @@ from faas.models import ExecutionSpec, InvocationResult
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_USER",
+    "FUNCTION_LABEL",
     "MANAGED_LABEL",
     "OWNER_LABEL",
+    "REQUEST_LABEL",
     "DockerExecutor",
     "availability",
 ]
