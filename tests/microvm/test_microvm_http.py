@@ -1,0 +1,111 @@
+"""The microVM tier through real HTTP: a gateway process, QEMU VMs behind it."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from microvm_support import assert_no_vm_leaks
+
+from faas.images.build import Manifest
+
+pytestmark = pytest.mark.microvm
+
+
+@pytest.fixture(scope="module")
+def gateway(image_manifest: Manifest, run_dir: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from helpers import free_port
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("microvm-gateway") / "gateway.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("microvm_gateway.py")), str(port),
+             str(run_dir)], stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode in (0, -15), log_path.read_text()
+        assert_no_vm_leaks(run_dir)
+
+
+def invoke(url: str, timeout: float = 90, **body: object) -> httpx.Response:
+    return httpx.post(f"{url}/functions/microvm-e2e/invoke", json=body, timeout=timeout)
+
+
+@pytest.mark.parametrize("executor", ["microvm", "qemu"])
+def test_invoke_in_a_microvm(gateway: str, executor: str) -> None:
+    r = invoke(gateway, command=["/bin/sh", "-c", "cat; echo; echo $GREETING; uname -r; exit 3"],
+               env_vars=["GREETING=hello from the VM"], payload=list(b"payload"),
+               executor=executor)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    lines = body["stdout"].split("\n")
+    assert lines[:2] == ["payload", "hello from the VM"]
+    assert lines[2].endswith("cloud-amd64")  # the guest's kernel, not the host's
+    assert body["exit_code"] == 3 and body["error"] == "exited with status 3"
+    assert body["executor"] == executor and body["microvm"]["driver"] == "qemu"
+
+
+def test_binary_output_round_trips(gateway: str) -> None:
+    data = bytes(range(256)) * 8
+    r = invoke(gateway, command=["cat"], payload=base64.b64encode(data).decode(),
+               output_encoding="base64", executor="microvm")
+    assert r.status_code == 200
+    assert base64.b64decode(r.json()["stdout_base64"]) == data
+
+
+def test_command_not_found_over_http(gateway: str) -> None:
+    r = invoke(gateway, command=["does-not-exist"], executor="qemu")
+    assert r.status_code == 200
+    assert r.json()["exit_code"] == 127 and "command not found" in r.json()["error"]
+
+
+def test_timeout_over_http_is_504_with_partial_output(gateway: str) -> None:
+    started = time.monotonic()
+    r = invoke(gateway, command=["/bin/sh", "-c", "echo partial; sleep 600"], timeout_s=10,
+               executor="qemu")
+    assert r.status_code == 504, r.text
+    assert time.monotonic() - started < 12
+    body = r.json()
+    assert body["timed_out"] is True and body["stdout"] == "partial\n"
+
+
+def test_firecracker_where_it_cannot_boot_is_a_clear_503(gateway: str) -> None:
+    import asyncio
+
+    from faas.executors.microvm import firecracker_availability
+
+    verdict = asyncio.run(firecracker_availability())
+    if verdict.usable:
+        pytest.skip("Firecracker works on this host")
+    started = time.monotonic()
+    r = invoke(gateway, command=["true"], executor="firecracker", timeout=30)
+    assert r.status_code == 503, r.text
+    assert "firecracker" in r.json()["error"].lower()
+    assert time.monotonic() - started < 15  # at most one canary boot, never a hang
