@@ -39,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
             for executor in executors.values():
                 await executor.aclose()
             return 2
-        app = create_app(settings, executors)
+        app = create_app(settings, executors, unavailable=missing)
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None,
             access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
@@ -109,7 +109,7 @@ def _doctor(args: argparse.Namespace) -> int:
     async def main() -> int:
         ok_default = False
         for name in settings.executors:
-            state = await availability(name)
+            state = await availability(name, settings)
             mark = "usable  " if state.usable else "UNUSABLE"
             print(f"{name:12} {mark} {state.reason}")
             if name == settings.default_executor:

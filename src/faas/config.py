@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from faas.errors import ValidationError
 
 MiB = 1024 * 1024
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_cache_dir() -> Path:
+    """The repository's ignored ``.cache`` when running from a checkout, else ``~/.cache/faas``."""
+    if (_REPO_ROOT / "pyproject.toml").is_file():
+        return _REPO_ROOT / ".cache"
+    return Path.home() / ".cache" / "faas"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +47,10 @@ class Settings:
     shutdown_grace_s: float = 10.0
     cgroup_root: str = "faas"
     sandbox_uid_base: int = 200000
-    cache_dir: Path = Path(".cache")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    docker_host: str = "unix:///var/run/docker.sock"
+    docker_image: str = "faas-rootfs:latest"
+    docker_runtime: str = ""
 
     @property
     def max_body_bytes(self) -> int:
@@ -56,6 +67,8 @@ class Settings:
             if raw is None or raw == "":
                 continue
             default = f.default
+            if default is MISSING and f.default_factory is not MISSING:
+                default = f.default_factory()
             try:
                 if isinstance(default, bool):
                     values[f.name] = raw.lower() in ("1", "true", "yes", "on")

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from faas.config import Settings
 from faas.errors import (
     AdmissionRejected,
+    ExecutorUnavailable,
     FaasError,
     InvocationTimeout,
     PayloadTooLarge,
@@ -87,10 +88,12 @@ class Admission:
 
 class Orchestrator:
     def __init__(
-        self, settings: Settings, executors: Mapping[str, Executor], metrics: Metrics | None = None
+        self, settings: Settings, executors: Mapping[str, Executor], metrics: Metrics | None = None,
+        unavailable: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.executors = dict(executors)
+        self.unavailable = dict(unavailable or {})
         self.metrics = metrics or Metrics()
         self.admission = Admission(settings.max_concurrency, settings.max_queue, self.metrics)
         self.accepting = True
@@ -99,6 +102,10 @@ class Orchestrator:
     def pick_executor(self, name: str | None) -> Executor:
         chosen = name or self.settings.default_executor
         executor = self.executors.get(chosen)
+        if executor is None and chosen in self.unavailable:
+            raise ExecutorUnavailable(
+                f"executor {chosen!r} is unavailable on this host: {self.unavailable[chosen]}"
+            )
         if executor is None:
             known = ", ".join(sorted(self.executors)) or "none"
             raise UnknownExecutor(

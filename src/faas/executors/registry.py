@@ -1,8 +1,9 @@
 """Build the executors a server offers, and say why the others are missing.
 
-Each tier is constructed only if it is enabled (``FAAS_EXECUTORS``) and usable
-here; an unusable tier is left out with its reason, which ``/readyz`` and
-``faas doctor`` report and a request naming it gets as a clear error.
+Each tier is constructed only if it is enabled (``FAAS_EXECUTORS``) and its
+availability check passes here; an unusable tier is left out with its reason,
+which ``/readyz`` and ``faas doctor`` report and a request naming it gets back
+in a 503.
 """
 
 from __future__ import annotations
@@ -10,18 +11,54 @@ from __future__ import annotations
 import logging
 
 from faas.config import Settings
-from faas.errors import FaasError
+from faas.errors import ExecutorUnavailable, FaasError
 from faas.executors.base import Availability, Executor
 from faas.executors.sandbox import SandboxExecutor
 from faas.executors.sandbox import availability as sandbox_availability
 
 log = logging.getLogger("faas.executors")
+MICROVM_TIERS = ("microvm", "qemu", "firecracker")
 
 
-async def availability(name: str) -> Availability:
+def _microvm(name: str, settings: Settings) -> Executor:
+    from faas.executors.microvm.config import MicroVMSettings
+    from faas.executors.microvm.executor import (
+        FirecrackerExecutor,
+        MicroVMExecutor,
+        QemuExecutor,
+    )
+
+    vm_settings = MicroVMSettings(max_vcpus=settings.max_vcpus,
+                                  max_memory_mib=settings.max_memory_mb)
+    kinds: dict[str, type[QemuExecutor | FirecrackerExecutor | MicroVMExecutor]] = {
+        "qemu": QemuExecutor, "firecracker": FirecrackerExecutor, "microvm": MicroVMExecutor}
+    return kinds[name](vm_settings)
+
+
+def _docker(settings: Settings) -> Executor:
+    from faas.executors.docker import DockerExecutor
+
+    return DockerExecutor(base_url=settings.docker_host, default_image=settings.docker_image,
+                          runtime=settings.docker_runtime or None)
+
+
+async def availability(name: str, settings: Settings | None = None) -> Availability:
     """Probe one tier by name (for ``faas doctor``)."""
+    settings = settings or Settings()
     if name == "sandbox":
         return await sandbox_availability()
+    if name == "docker":
+        from faas.executors import docker
+
+        return await docker.availability(settings.docker_host,
+                                         runtime=settings.docker_runtime or None)
+    if name in MICROVM_TIERS:
+        executor = _microvm(name, settings)
+        try:
+            state: Availability = await executor.availability()  # type: ignore[attr-defined]
+        finally:
+            await executor.aclose()
+        return state
     return Availability(False, f"unknown executor {name!r}")
 
 
@@ -31,22 +68,29 @@ async def build_executors(settings: Settings) -> tuple[dict[str, Executor], dict
     missing: dict[str, str] = {}
     for name in settings.executors:
         try:
-            executor = await _build(name, settings)
+            usable[name] = await _build(name, settings)
         except FaasError as exc:
             missing[name] = str(exc)
             log.warning("executor %s unavailable: %s", name, exc)
-            continue
-        if executor is None:
-            missing[name] = "not built into this version"
-        else:
-            usable[name] = executor
     return usable, missing
 
 
-async def _build(name: str, settings: Settings) -> Executor | None:
+async def _build(name: str, settings: Settings) -> Executor:
     if name == "sandbox":
         return SandboxExecutor(
             cgroup_root=settings.cgroup_root, uid_base=settings.sandbox_uid_base,
             max_sandboxes=settings.max_concurrency, cache_dir=settings.cache_dir,
         )
-    return None
+    if name == "docker":
+        state = await availability("docker", settings)
+        if not state.usable:
+            raise ExecutorUnavailable(state.reason)
+        return _docker(settings)
+    if name in MICROVM_TIERS:
+        executor = _microvm(name, settings)
+        state = await executor.availability()  # type: ignore[attr-defined]
+        if not state.usable:
+            await executor.aclose()
+            raise ExecutorUnavailable(state.reason)
+        return executor
+    raise ExecutorUnavailable(f"unknown executor {name!r}")

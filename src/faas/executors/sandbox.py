@@ -47,6 +47,7 @@ from pathlib import Path
 
 from faas.agent.execute import describe_exit
 from faas.agent.process import ChildProcess, ProcessOutcome
+from faas.config import default_cache_dir
 from faas.errors import ExecutorUnavailable, SandboxError
 from faas.executors import seccomp
 from faas.executors.base import Availability
@@ -195,7 +196,7 @@ class SandboxExecutor:
         max_sandboxes: int = 64,
         rootfs: Path | None = None,
         require_cgroups: bool = False,
-        cache_dir: Path = Path(".cache"),
+        cache_dir: Path | None = None,
     ) -> None:
         found = bwrap or shutil.which("bwrap")
         if found is None:
@@ -216,7 +217,8 @@ class SandboxExecutor:
         # rlimits and the uid switch happen before bubblewrap runs: through
         # the compiled spawn helper (one small exec, and Python may vfork), or
         # else through subprocess's uid switch plus util-linux prlimit(1).
-        self._spawn_helper, self.start_path = ensure_spawn_helper(cache_dir)
+        self._spawn_helper, self.start_path = ensure_spawn_helper(
+            cache_dir or default_cache_dir())
         self._prlimit = shutil.which("prlimit")
         if self._spawn_helper is None and self._prlimit is None:
             raise ExecutorUnavailable("neither the spawn helper nor prlimit(1) is available")

@@ -113,9 +113,14 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 def create_app(settings: Settings, executors: Mapping[str, Executor],
-               orchestrator: Orchestrator | None = None) -> Starlette:
-    """Build the gateway around ``executors`` (already constructed; the app closes them)."""
-    orch = orchestrator or Orchestrator(settings, executors)
+               orchestrator: Orchestrator | None = None,
+               unavailable: Mapping[str, str] | None = None) -> Starlette:
+    """Build the gateway around ``executors`` (already constructed; the app closes them).
+
+    ``unavailable`` maps tiers that could not be built to the reason, for
+    ``/readyz`` and for a clear 503 when a request names one.
+    """
+    orch = orchestrator or Orchestrator(settings, executors, unavailable=unavailable)
 
     async def invoke(request: Request) -> Response:
         raw_id = request.headers.get("x-request-id", "")
@@ -165,7 +170,7 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
     async def readyz(request: Request) -> Response:
         ready = orch.accepting and settings.default_executor in orch.executors
         body = {"ready": ready, "accepting": orch.accepting,
-                "executors": sorted(orch.executors),
+                "executors": sorted(orch.executors), "unavailable": orch.unavailable,
                 "default_executor": settings.default_executor}
         return OrjsonResponse(body, status_code=200 if ready else 503)
 
