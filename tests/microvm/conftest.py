@@ -49,11 +49,11 @@ def images(image_manifest: Manifest) -> GuestImages:
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_dir() -> Iterator[Path]:
     # Short path: unix socket paths are limited to 108 bytes.
     path = Path(f"/tmp/faas-test-vms-{os.getpid()}")
     path.mkdir(exist_ok=True)
-    yield path  # type: ignore[misc]
+    yield path
     shutil.rmtree(path, ignore_errors=True)
 
 

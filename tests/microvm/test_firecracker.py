@@ -92,7 +92,8 @@ def test_jailed_command_lays_out_the_chroot(fake_images: GuestImages, tmp_path: 
         assert (root / name).read_bytes() == name.encode()
     assert (root / "vmlinux").stat().st_ino == fake_images.kernel.stat().st_ino  # hard link
     assert (root / "scratch.ext4").stat().st_uid == 65534
-    assert driver.channel(VMConfig(images=fake_images), workdir).uds_path == root / "v.sock"
+    channel = driver.channel(VMConfig(images=fake_images), workdir)
+    assert isinstance(channel, HybridVsockChannel) and channel.uds_path == root / "v.sock"
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -149,7 +149,7 @@ async def test_agent_rejecting_garbage_is_reported(images: GuestImages, run_dir:
         frame = await asyncio.wait_for(read_frame(reader), 30)
         assert frame is not None and frame.kind is Kind.ERROR
         assert "magic" in frame.header["error"]
-    assert vm.state is VMState.KILLED and vm.pid is not None
+    assert vm.state.value == "killed" and vm.pid is not None
 
 
 async def test_kill_is_idempotent_and_works_before_spawn(images: GuestImages,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ from faas.images.kernel import ensure_kernel
 from faas.images.rootfs import MIRROR, PACKAGES, SUITE, ensure_rootfs_tar, rootfs_key
 
 IMAGE_SET_VERSION = "1"
+# Older image sets kept besides the current one: a running server may still
+# boot from the previous set for a while after a rebuild.
+KEEP_OLD_SETS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,28 @@ def build_images(cache_dir: Path | str | None = None, force: bool = False) -> Ma
         tmp = manifest_path.with_suffix(".partial")
         tmp.write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
         tmp.replace(manifest_path)
+        prune(cache, current={out, rootfs_tar}, keep=KEEP_OLD_SETS)
         return manifest
+
+
+def prune(cache: Path, *, current: set[Path], keep: int = KEEP_OLD_SETS) -> list[Path]:
+    """Remove image sets and rootfs tarballs beyond ``current`` and the newest ``keep``
+    others; return what was removed.
+
+    Callers hold the build lock. Files a running VMM has open stay readable
+    to it (unlinking does not close them).
+    """
+    removed: list[Path] = []
+    for pattern in ("build-*", "rootfs-*.tar"):
+        found = sorted((p for p in cache.glob(pattern) if p not in current),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in found[keep:]:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+            removed.append(old)
+    return removed
 
 
 def _artifact(path: Path) -> Artifact:
