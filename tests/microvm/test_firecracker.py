@@ -25,7 +25,7 @@ from faas.executors.microvm.firecracker import (
 )
 from faas.images.build import GuestImages
 
-pytestmark = pytest.mark.firecracker
+# The unit tests need nothing; the two that boot (or refuse to) carry the marker.
 
 
 @pytest.fixture
@@ -189,6 +189,7 @@ async def _availability_or_skip() -> str:
     return verdict.reason if not verdict.usable else ""
 
 
+@pytest.mark.firecracker
 async def test_request_where_the_canary_fails_is_a_fast_clear_error(
     images: GuestImages, settings: MicroVMSettings
 ) -> None:
@@ -205,6 +206,7 @@ async def test_request_where_the_canary_fails_is_a_fast_clear_error(
     await executor.aclose()
 
 
+@pytest.mark.firecracker
 async def test_firecracker_end_to_end(images: GuestImages, settings: MicroVMSettings) -> None:
     reason = await _availability_or_skip()
     if reason:

@@ -94,3 +94,13 @@ def test_fc_paths_override_the_built_images(image_manifest: Manifest, tmp_path: 
     monkeypatch.setenv("FC_ROOTFS_PATH", str(tmp_path / "missing.ext4"))
     with pytest.raises(ImageBuildError, match="does not exist"):
         guest_images(build=False)
+
+
+def test_microvm_public_names_are_pinned() -> None:
+    import faas.executors.microvm as microvm
+
+    assert sorted(microvm.__all__) == [
+        "FirecrackerExecutor", "MicroVMExecutor", "MicroVMSettings", "QemuExecutor",
+        "firecracker_availability", "microvm_availability", "qemu_availability"]
+    assert (microvm.QemuExecutor.name, microvm.FirecrackerExecutor.name,
+            microvm.MicroVMExecutor.name) == ("qemu", "firecracker", "microvm")

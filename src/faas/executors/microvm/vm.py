@@ -344,7 +344,8 @@ async def boot_probe(driver: Driver, config: VMConfig, *, timeout_s: float,
         return True, f"{driver.name} booted the guest to the agent's HELLO", vm.timings["ready_ms"]
     except TimeoutError:
         tail = vm.console_tail(600)
-        return False, f"no agent HELLO within {timeout_s:g}s" + (f": {tail}" if tail else ""), 0.0
+        return False, (f"the guest did not reach the agent's HELLO within {timeout_s:g}s"
+                       + (f"; VMM/console output: {tail}" if tail else "")), 0.0
     except FaasError as exc:
         return False, str(exc), 0.0
     finally:
