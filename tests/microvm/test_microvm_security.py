@@ -145,3 +145,10 @@ async def test_root_disk_is_read_only_and_scratch_is_writable(qemu: QemuExecutor
               "mount -t tmpfs x /mnt 2>/dev/null && echo mount-allowed; exit 0")
     r = await qemu.run(make_spec(["/bin/sh", "-c", script]))
     assert r.stdout == b"tmp-writable\n1\n", r.stdout
+
+
+async def test_entropy_is_seeded_by_virtio_rng(qemu: QemuExecutor) -> None:
+    script = ("cat /sys/devices/virtual/misc/hw_random/rng_current; "
+              "python3 -c 'import os; print(len(os.getrandom(32, os.GRND_NONBLOCK)))'")
+    r = await qemu.run(make_spec(["/bin/sh", "-c", script]))
+    assert r.stdout == b"virtio_rng.0\n32\n", r.stderr

@@ -6,7 +6,9 @@ built in can boot the ext4 image directly with ``init=/sbin/faas-init``):
 1. mounts proc, sys, devtmpfs, and the per-VM scratch disk (``/dev/vdb``,
    when present) on ``/tmp``, else a tmpfs; the root disk stays read-only;
 2. brings up loopback only (the VM has no other network device);
-3. seeds entropy: virtio-rng feeds the kernel pool; it waits briefly for it;
+3. entropy: the initramfs loads virtio-rng, whose hwrng thread credits the
+   host's randomness to the kernel pool, so ``getrandom()`` does not block
+   by the time the agent starts (a test checks this);
 4. finds the virtio-serial port named ``faas.agent`` (or uses vsock when the
    kernel command line says ``faas.channel=vsock``) and runs the agent for
    exactly one request, commands as ``nobody`` in ``/tmp``;
