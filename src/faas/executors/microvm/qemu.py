@@ -10,8 +10,10 @@ seccomp sandbox on, and, when started as root, drops to ``nobody``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -33,15 +35,24 @@ def qemu_binary() -> str | None:
 
 
 def host_tsc_khz() -> int | None:
-    """The host's TSC rate in kHz, from ``/proc/cpuinfo`` (None if unknown)."""
+    """The host's TSC rate in kHz, or None if unknown.
+
+    ``tsc_freq_khz`` where the kernel exports it; else ``cpu MHz`` from
+    ``/proc/cpuinfo``, which is the TSC rate when there is no cpufreq driver
+    (VMs); with cpufreq it is the current clock, so the nominal "@ x.xxGHz" of
+    the model name is preferred when present.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/sys/devices/system/cpu/cpu0/tsc_freq_khz").read_text())
     try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("cpu MHz"):
-                    return int(float(line.split(":", 1)[1]) * 1000)
-    except (OSError, ValueError):
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
         return None
-    return None
+    mhz = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo, re.M)
+    nominal = re.search(r"^model name\s*:.*@\s*([0-9.]+)GHz", cpuinfo, re.M)
+    if nominal and Path("/sys/devices/system/cpu/cpu0/cpufreq").exists():
+        return int(float(nominal.group(1)) * 1_000_000)
+    return int(float(mhz.group(1)) * 1000) if mhz else None
 
 
 def vhost_vsock_available() -> bool:
