@@ -164,3 +164,12 @@ async def test_kill_is_idempotent_and_works_before_spawn(images: GuestImages,
     await vm2.kill()
     await vm2.kill()
     assert_no_vm_leaks(run_dir)
+
+
+async def test_largest_payload_reaches_the_guest_intact(qemu: QemuExecutor) -> None:
+    import hashlib
+    import os
+
+    data = os.urandom(6 * 1024 * 1024)  # the gateway's default payload limit
+    r = await qemu.run(make_spec(["sha256sum"], payload=data))
+    assert r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
