@@ -20,6 +20,39 @@ def make_spec(command: list[str], *, payload: bytes = b"", env: dict[str, str] |
     )
 
 
+def vmm_pids(run_dir: Path) -> list[int]:
+    """PIDs of live VMM processes whose command line mentions ``run_dir``."""
+    pids = []
+    marker = str(run_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def host_children_and_threads(pid: int) -> tuple[int, int]:
+    """(processes whose parent is ``pid``, threads of ``pid``) right now."""
+    children = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children += 1
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        threads = int(status.split("Threads:")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        threads = 0
+    return children, threads
+
+
 def vmm_processes(run_dir: Path) -> list[str]:
     """Command lines of live processes that mention ``run_dir`` (our VMMs)."""
     found = []

@@ -9,10 +9,13 @@ built in can boot the ext4 image directly with ``init=/sbin/faas-init``):
 3. entropy: the initramfs loads virtio-rng, whose hwrng thread credits the
    host's randomness to the kernel pool, so ``getrandom()`` does not block
    by the time the agent starts (a test checks this);
-4. finds the virtio-serial port named ``faas.agent`` (or uses vsock when the
+4. applies the request's process limit (``faas.nproc=N`` on the kernel
+   command line) as RLIMIT_NPROC, which binds the commands (run as
+   ``nobody``) but not the root agent;
+5. finds the virtio-serial port named ``faas.agent`` (or uses vsock when the
    kernel command line says ``faas.channel=vsock``) and runs the agent for
    exactly one request, commands as ``nobody`` in ``/tmp``;
-5. reboots 3 s after the agent exits (the host normally destroys the VM as
+6. reboots 3 s after the agent exits (the host normally destroys the VM as
    soon as it has the reply; rebooting at once could drop queued reply
    bytes); the VMM runs with ``-no-reboot`` (QEMU) or exits on the reset
    (Firecracker), so the VM is gone.
@@ -47,9 +50,12 @@ echo 0x9 > /sys/class/net/lo/flags
 read -r cmdline < /proc/cmdline
 channel="--path"
 target=""
-case " $cmdline " in
-    *" faas.channel=vsock "*) channel="--vsock"; target="{AGENT_VSOCK_PORT}" ;;
-esac
+for word in $cmdline; do
+    case "$word" in
+        faas.channel=vsock) channel="--vsock"; target="{AGENT_VSOCK_PORT}" ;;
+        faas.nproc=*) ulimit -p "${{word#faas.nproc=}}" ;;
+    esac
+done
 if [ -z "$target" ]; then
     for port in /sys/class/virtio-ports/*; do
         read -r name < "$port/name"

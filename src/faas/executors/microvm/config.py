@@ -41,12 +41,15 @@ class VMConfig:
     memory_mib: int = 256
     scratch_bytes: int = 64 * MIB
     vsock: bool = False
+    pids: int = 0  # RLIMIT_NPROC of the commands in the guest; 0: none
     extra_cmdline: tuple[str, ...] = ()
 
     def cmdline(self) -> str:
         parts = list(BASE_CMDLINE)
         if self.vsock:
             parts.append("faas.channel=vsock")
+        if self.pids > 0:
+            parts.append(f"faas.nproc={self.pids}")
         return " ".join([*parts, *self.extra_cmdline])
 
     @property
@@ -92,5 +95,6 @@ class MicroVMSettings:
             memory_mib=max(MIN_MEMORY_MIB, min(memory, self.max_memory_mib)),
             scratch_bytes=max(MIN_SCRATCH_BYTES, min(limits.tmp_bytes, self.max_scratch_bytes)),
             vsock=vsock,
+            pids=max(limits.pids, 0),
             extra_cmdline=self.extra_cmdline,
         )
