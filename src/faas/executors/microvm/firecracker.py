@@ -165,7 +165,7 @@ async def availability(cache_dir: Path | None = None) -> Availability:
     try:
         images = guest_images(cache_dir, build=False)
     except ImageBuildError as exc:
-        return Availability(False, f"no guest image: {exc}")
+        return Availability(False, f"guest image unusable: {exc}")
     verdict = await canary(binaries, images, cache)
     if verdict.ok:
         return Availability(True, f"Firecracker ({binaries.source}) booted the guest in "

@@ -160,7 +160,7 @@ async def availability(cache_dir: Path | None = None) -> Availability:
     try:
         images = guest_images(cache_dir, build=False)
     except ImageBuildError as exc:
-        return Availability(False, f"no guest image: {exc}")
+        return Availability(False, f"guest image unusable: {exc}")
     kvm = await kvm_canary(binary, images, cache_dir)
     channel = "vsock" if vhost_vsock_available() else "virtio-serial on a unix socket"
     if kvm.ok:
