@@ -173,3 +173,53 @@ async def test_largest_payload_reaches_the_guest_intact(qemu: QemuExecutor) -> N
     data = os.urandom(6 * 1024 * 1024)  # the gateway's default payload limit
     r = await qemu.run(make_spec(["sha256sum"], payload=data))
     assert r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+_ORPHAN_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from faas.executors.microvm.config import VMConfig
+from faas.executors.microvm.qemu import QemuDriver, qemu_binary
+from faas.executors.microvm.vm import MicroVM
+from faas.images.build import guest_images
+
+async def main():
+    vm = MicroVM(QemuDriver(qemu_binary(), "tcg"), VMConfig(images=guest_images(build=False)),
+                 run_dir=Path(sys.argv[1]))
+    await vm.spawn()
+    await vm.wait_ready()
+    print("READY", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def test_vmm_dies_with_a_killed_server_and_its_files_are_swept(images: GuestImages,
+                                                              run_dir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from faas.executors.microvm.vm import sweep_stale_workdirs
+
+    server = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(run_dir)],
+                              stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline() == b"READY\n"
+        assert vmm_processes(run_dir)
+        assert sweep_stale_workdirs(run_dir) == []  # a live VM's folder is not stale
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        deadline = time.monotonic() + 5
+        while vmm_processes(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not vmm_processes(run_dir), "the VMM outlived its server"
+        swept = sweep_stale_workdirs(run_dir)
+        assert len(swept) == 1 and swept[0].name.startswith("faas-vm-")
+        assert_no_vm_leaks(run_dir)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -24,7 +24,7 @@ from faas.errors import ExecutorUnavailable
 from faas.executors.base import Availability
 from faas.executors.microvm import firecracker, qemu
 from faas.executors.microvm.config import MicroVMSettings
-from faas.executors.microvm.vm import Driver, MicroVM
+from faas.executors.microvm.vm import Driver, MicroVM, sweep_stale_workdirs
 from faas.images.build import GuestImages, guest_images
 from faas.images.common import ImageBuildError
 from faas.models import ExecutionSpec, InvocationResult, Limits
@@ -41,6 +41,8 @@ class _MicroVMExecutor:
         self._images = images
         self._live: set[MicroVM] = set()
         self._closed = False
+        # Files a SIGKILLed predecessor left (its VMMs died with it).
+        sweep_stale_workdirs(self.settings.run_dir)
 
     # -- what subclasses provide ----------------------------------------------------
     async def driver(self) -> Driver:

@@ -74,9 +74,13 @@ class Driver(Protocol):
         ...
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+# Resolved once in the parent: the child must not dlopen between fork and exec.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: SIGKILL me if the server dies."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class MicroVM:
@@ -138,6 +142,7 @@ class MicroVM:
             raise SandboxError(f"cannot start {self.driver.name}: {exc}") from exc
         finally:
             log.close()
+        (workdir / "vmm.pid").write_text(f"{self._popen.pid} {_start_time(self._popen.pid)}\n")
         loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
         try:
@@ -328,6 +333,46 @@ class MicroVM:
 
     def _ms(self) -> float:
         return (time.monotonic() - self._t0) * 1000
+
+
+def _start_time(pid: int) -> str:
+    """A live process's start time in clock ticks (field 22 of /proc/PID/stat);
+    '' when it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return "" if fields[0] in ("Z", "X") else fields[19]
+
+
+def sweep_stale_workdirs(run_dir: Path | None = None, *, min_age_s: float = 60.0) -> list[Path]:
+    """Remove VM work folders whose VMM is gone (left by a server that was SIGKILLed).
+
+    A folder is stale when the process named in its ``vmm.pid`` no longer
+    exists (or is another process with a reused pid), or when it has no
+    ``vmm.pid`` and is older than ``min_age_s``. The VMMs themselves die with
+    the server (PR_SET_PDEATHSIG), so only files can be left. Returns what
+    was removed.
+    """
+    base = run_dir if run_dir is not None else Path(tempfile.gettempdir())
+    removed = []
+    for workdir in base.glob("faas-vm-*"):
+        try:
+            pid_text = (workdir / "vmm.pid").read_text().split()
+        except OSError:
+            pid_text = []
+        try:
+            if pid_text:
+                stale = _start_time(int(pid_text[0])) != (pid_text[1] if len(pid_text) > 1
+                                                          else "")
+            else:
+                stale = time.time() - workdir.stat().st_mtime > min_age_s
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(workdir, ignore_errors=True)
+            removed.append(workdir)
+    return removed
 
 
 async def boot_probe(driver: Driver, config: VMConfig, *, timeout_s: float,
