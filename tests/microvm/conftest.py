@@ -33,9 +33,12 @@ except ImportError:  # run on its own
 @pytest.fixture(scope="session")
 def image_manifest() -> Manifest:
     """Build (first run: about 40 s) or find (later runs: instant) the guest images."""
-    if shutil.which("qemu-system-x86_64") is None:
-        record_tier("microvm (QEMU)", "SKIPPED: qemu-system-x86_64 is not installed")
-        pytest.skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
+    tools = ("qemu-system-x86_64", "mmdebstrap", "lz4", "mkfs.ext4", "dpkg-deb", "apt-get")
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        reason = f"{', '.join(missing)} not installed (scripts/setup.sh installs them)"
+        record_tier("microvm (QEMU)", f"SKIPPED: {reason}")
+        pytest.skip(reason)
     started = time.monotonic()
     manifest = build_images()
     print(f"\nguest images ready in {time.monotonic() - started:.1f}s: {manifest.directory}")
