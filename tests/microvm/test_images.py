@@ -104,3 +104,15 @@ def test_microvm_public_names_are_pinned() -> None:
         "firecracker_availability", "microvm_availability", "qemu_availability"]
     assert (microvm.QemuExecutor.name, microvm.FirecrackerExecutor.name,
             microvm.MicroVMExecutor.name) == ("qemu", "firecracker", "microvm")
+
+
+def test_faas_image_build_cli_accepts_the_build_word(image_manifest: Manifest,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from faas.images.cli import main
+
+    assert main(["build"]) == 0
+    assert json.loads(capsys.readouterr().out)["key"] == image_manifest.key
+    assert main([]) == 0
+    assert json.loads(capsys.readouterr().out)["key"] == image_manifest.key

@@ -12,12 +12,21 @@ from faas.images.common import ImageBuildError, default_cache_dir
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``faas image [build] [--cache-dir DIR] [--force]`` (``build`` is the default action);
+    ``faas image docker-import ...`` is handed to ``faas.images.docker_image``."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["docker-import"]:
+        from faas.images.docker_image import main as docker_import
+
+        return docker_import(args_in[1:])
+    if args_in[:1] == ["build"]:
+        args_in = args_in[1:]
     parser = argparse.ArgumentParser(prog="faas image build", description=__doc__)
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help=f"where images are cached (default {default_cache_dir()})")
     parser.add_argument("--force", action="store_true",
                         help="rebuild everything and fetch the current kernel package")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     try:
         manifest = build_images(args.cache_dir, force=args.force)
     except ImageBuildError as exc:
