@@ -328,11 +328,17 @@ class MicroVM:
         return "\n".join(chunks)[-limit:]
 
     def _console_suffix(self) -> str:
-        tail = self.console_tail()
+        tail = one_line(self.console_tail())
         return f"; console: {tail}" if tail else ""
 
     def _ms(self) -> float:
         return (time.monotonic() - self._t0) * 1000
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """Console output as one line (for error messages and ``faas doctor``), its end kept."""
+    joined = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return joined if len(joined) <= limit else "..." + joined[-limit:]
 
 
 def _start_time(pid: int) -> str:
@@ -388,7 +394,7 @@ async def boot_probe(driver: Driver, config: VMConfig, *, timeout_s: float,
             await vm.wait_ready()
         return True, f"{driver.name} booted the guest to the agent's HELLO", vm.timings["ready_ms"]
     except TimeoutError:
-        tail = vm.console_tail(600)
+        tail = one_line(vm.console_tail(600))
         return False, (f"the guest did not reach the agent's HELLO within {timeout_s:g}s"
                        + (f"; VMM/console output: {tail}" if tail else "")), 0.0
     except FaasError as exc:
