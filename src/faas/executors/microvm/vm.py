@@ -335,10 +335,18 @@ class MicroVM:
         return (time.monotonic() - self._t0) * 1000
 
 
+_KEY_LINES = ("Kernel panic", "faas-init", "faas-initramfs")
+
+
 def one_line(text: str, limit: int = 600) -> str:
-    """Console output as one line (for error messages and ``faas doctor``), its end kept."""
-    joined = " | ".join(line.strip() for line in text.splitlines() if line.strip())
-    return joined if len(joined) <= limit else "..." + joined[-limit:]
+    """Console output as one line (for error messages and ``faas doctor``): the lines
+    that say what went wrong (a panic, our init's complaints) first, then the end."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    key = [line for line in lines if any(k in line for k in _KEY_LINES)][-2:]
+    joined = " | ".join(lines)
+    if len(joined) > limit:
+        joined = "..." + joined[-limit:]
+    return " | ".join([*key, joined]) if key else joined
 
 
 def _start_time(pid: int) -> str:
