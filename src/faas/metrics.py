@@ -25,6 +25,22 @@ class Metrics:
         self.in_flight = Gauge(
             "faas_in_flight", "Invocations running now", registry=self.registry,
         )
+        self.starts = Counter(
+            "faas_sandbox_starts_total", "Sandboxes handed to invocations, by start kind",
+            ["executor", "kind"], registry=self.registry,
+        )
+        self.start_time = Histogram(
+            "faas_sandbox_start_seconds", "Time spent starting the sandbox of an invocation",
+            ["executor", "kind"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.pool_ready = Gauge(
+            "faas_pool_ready", "Pre-started sandboxes waiting, per class",
+            ["executor", "pool"], registry=self.registry,
+        )
+        self.pool_starting = Gauge(
+            "faas_pool_starting", "Pre-started sandboxes being started, per class",
+            ["executor", "pool"], registry=self.registry,
+        )
         self.queued = Gauge(
             "faas_queued", "Invocations waiting for a slot now", registry=self.registry,
         )

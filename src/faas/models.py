@@ -135,6 +135,11 @@ class InvocationResult:
     stderr_truncated: bool = False
     request_id: str = ""
     executor: str = ""
+    # How the sandbox started: "cold" (started for this call), "warm" (taken
+    # from a pool of pre-started ones) or "restored" (from a snapshot), and
+    # the time spent starting it, like OpenWhisk's initTime. None: not tracked.
+    start_kind: str | None = None
+    start_ms: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self, output_encoding: str = "text") -> dict[str, Any]:
@@ -150,6 +155,10 @@ class InvocationResult:
             "request_id": self.request_id,
             "executor": self.executor,
         }
+        if self.start_kind is not None:
+            body["start"] = {"kind": self.start_kind, "start_ms": round(self.start_ms or 0.0, 3),
+                             "run_ms": round(max(self.duration_ms - (self.start_ms or 0.0), 0.0),
+                                             3)}
         if output_encoding == "base64":
             body["stdout_base64"] = base64.b64encode(self.stdout).decode()
             body["stderr_base64"] = base64.b64encode(self.stderr).decode()

@@ -173,6 +173,10 @@ class Orchestrator:
                     ) from None
             result.request_id = request_id
             result.executor = executor.name
+            if result.start_kind is not None:
+                self.metrics.starts.labels(executor.name, result.start_kind).inc()
+                self.metrics.start_time.labels(executor.name, result.start_kind).observe(
+                    (result.start_ms or 0.0) / 1000)
             if result.timed_out:
                 outcome = "timeout"
                 timeout_s = self.timeout_for(request)
@@ -198,6 +202,16 @@ class Orchestrator:
             log.info("invocation finished", extra={"fields": {
                 "function": function_id, "executor": executor_name, "outcome": outcome,
                 "duration_ms": round(elapsed * 1000, 2)}})
+
+    def refresh_pool_gauges(self) -> None:
+        """Copy pool sizes from executors that keep pools (``pool_stats()``) into metrics."""
+        for executor in self.executors.values():
+            stats = getattr(executor, "pool_stats", None)
+            if stats is None:
+                continue
+            for pool_name, ready, starting in stats():
+                self.metrics.pool_ready.labels(executor.name, pool_name).set(ready)
+                self.metrics.pool_starting.labels(executor.name, pool_name).set(starting)
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop admitting; wait for running invocations up to ``grace_s``; kill the rest."""

@@ -146,3 +146,19 @@ async def test_shutdown_cancels_what_outlives_the_grace() -> None:
         r = await asyncio.wait_for(running, 5)
     assert r.status_code == 503 and "killed" in r.json()["error"]
     assert executor.running == 0
+
+
+async def test_start_kind_is_reported_and_counted() -> None:
+    async def warm(spec: ExecutionSpec) -> InvocationResult:
+        return InvocationResult(exit_code=0, start_kind="warm", start_ms=3.0, duration_ms=10.0)
+
+    executor = FakeExecutor(warm)
+    executor.pool_stats = lambda: [("1cpu-256m", 2, 1)]  # type: ignore[attr-defined]
+    c, _ = make(Settings(), executor)
+    async with c:
+        body = (await c.post(URL, json={"command": ["x"]})).json()
+        text = (await c.get("/metrics")).text
+    assert body["start"] == {"kind": "warm", "start_ms": 3.0, "run_ms": 7.0}
+    assert 'faas_sandbox_starts_total{executor="fake",kind="warm"} 1.0' in text
+    assert 'faas_pool_ready{executor="fake",pool="1cpu-256m"} 2.0' in text
+    assert 'faas_sandbox_start_seconds_count{executor="fake",kind="warm"} 1.0' in text

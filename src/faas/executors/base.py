@@ -15,6 +15,10 @@ An executor runs one ``ExecutionSpec`` in a fresh sandbox and returns an
   mount, cgroup, socket and temp file it made is gone when ``run`` returns or
   raises;
 * make ``aclose()`` idempotent: it destroys whatever is still running.
+
+Optional: an executor that pre-starts sandboxes sets ``start_kind`` and
+``start_ms`` on its results and offers ``pool_stats() -> [(pool, ready,
+starting)]`` for ``/metrics``.
 """
 
 from __future__ import annotations

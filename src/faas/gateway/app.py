@@ -175,6 +175,7 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
         return OrjsonResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        orch.refresh_pool_gauges()
         return Response(orch.metrics.render(),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
