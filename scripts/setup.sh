@@ -11,6 +11,7 @@ PACKAGES=(
   gcc libc6-dev                   # the sandbox spawn helper (faas-spawn)
   python3 python3-venv            # the gateway, and python3 inside sandboxes
   docker.io                       # container tier (dockerd is started by ensure-dockerd.sh)
+  runsc                           # gVisor, an optional OCI runtime for the container tier
   qemu-system-x86                 # microVM tier (QEMU -M microvm, TCG where KVM cannot run guests)
   mmdebstrap e2fsprogs cpio lz4   # guest image builder (Debian rootfs, ext4, initramfs, kernel)
   busybox-static dpkg             # guest init tools
@@ -21,10 +22,14 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+export DEBIAN_FRONTEND=noninteractive
+# The image builder downloads the guest kernel with apt-get download: it needs
+# package lists even when every package here is already installed.
+if ((${#missing[@]})) || ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+  apt-get update -qq
+fi
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
