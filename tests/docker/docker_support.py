@@ -19,22 +19,3 @@ def make_spec(
         env=env or {}, payload=payload, deadline=loop.time() + timeout_s,
         limits=Limits(**limits), image=image,
     )
-
-
-def serve_gateway(port: int, image: str) -> None:
-    """A real gateway whose default executor is docker (the lead's CLI wiring aside)."""
-    import uvicorn
-
-    from faas.config import Settings
-    from faas.executors.docker import DockerExecutor
-    from faas.gateway.app import create_app
-
-    settings = Settings(port=port, default_executor="docker", executors=("docker",))
-    app = create_app(settings, {"docker": DockerExecutor(default_image=image)})
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-if __name__ == "__main__":
-    import sys
-
-    serve_gateway(int(sys.argv[1]), sys.argv[2])

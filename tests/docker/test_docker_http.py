@@ -4,51 +4,25 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import free_port
+from helpers import running_server
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
 def gateway_url(docker_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("docker-gateway") / "gateway.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("docker_support.py")), str(port),
-             docker_image], stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        # uvicorn re-raises SIGTERM after its graceful shutdown.
-        assert proc.returncode in (0, -15), log_path.read_text()
+    """The real `faas serve`, configured to offer docker as its default executor."""
+    env = {"FAAS_EXECUTORS": "sandbox,docker", "FAAS_DEFAULT_EXECUTOR": "docker",
+           "FAAS_DOCKER_IMAGE": docker_image}
+    with running_server(tmp_path_factory.mktemp("docker-gateway"), env) as server:
+        yield server.url
+    assert server.proc.returncode == 0, server.log()
 
 
 def invoke(url: str, **body: object) -> httpx.Response:
