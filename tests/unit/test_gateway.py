@@ -162,3 +162,15 @@ async def test_start_kind_is_reported_and_counted() -> None:
     assert 'faas_sandbox_starts_total{executor="fake",kind="warm"} 1.0' in text
     assert 'faas_pool_ready{executor="fake",pool="1cpu-256m"} 2.0' in text
     assert 'faas_sandbox_start_seconds_count{executor="fake",kind="warm"} 1.0' in text
+
+
+async def test_an_executor_bug_is_a_json_500() -> None:
+    async def broken(spec: ExecutionSpec) -> InvocationResult:
+        raise ZeroDivisionError("bug")
+
+    app = create_app(Settings(), {"sandbox": FakeExecutor(broken)})
+    # Starlette re-raises after answering (for the server's log); don't let httpx.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.post(URL, json={"command": ["x"]})
+    assert r.status_code == 500 and r.json() == {"error": "internal server error"}

@@ -188,6 +188,12 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
     async def bad_method(request: Request, exc: Exception) -> Response:
         return error_response(405, f"method {request.method} not allowed here")
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # A bug, not a FaasError: log it whole, answer JSON like every other error.
+        log.error("unhandled error on %s %s", request.method, request.url.path,
+                  exc_info=exc)
+        return error_response(500, "internal server error", request_id_var.get())
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -203,7 +209,7 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
-        exception_handlers={404: not_found, 405: bad_method},
+        exception_handlers={404: not_found, 405: bad_method, Exception: internal_error},
         lifespan=lifespan,
     )
     app.state.orchestrator = orch
