@@ -48,6 +48,7 @@ class Settings:
     cgroup_root: str = "faas"
     sandbox_uid_base: int = 200000
     cache_dir: Path = field(default_factory=default_cache_dir)
+    sandbox_rootfs: str = ""
     docker_host: str = "unix:///var/run/docker.sock"
     docker_image: str = "faas-rootfs:latest"
     docker_runtime: str = ""

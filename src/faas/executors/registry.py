@@ -9,6 +9,7 @@ in a 503.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from faas.config import Settings
 from faas.errors import ExecutorUnavailable, FaasError
@@ -33,6 +34,15 @@ def _microvm(name: str, settings: Settings) -> Executor:
     kinds: dict[str, type[QemuExecutor | FirecrackerExecutor | MicroVMExecutor]] = {
         "qemu": QemuExecutor, "firecracker": FirecrackerExecutor, "microvm": MicroVMExecutor}
     return kinds[name](vm_settings)
+
+
+def _sandbox_rootfs(settings: Settings) -> Path | None:
+    if not settings.sandbox_rootfs:
+        return None
+    root = Path(settings.sandbox_rootfs)
+    if not (root / "usr").is_dir():
+        raise ExecutorUnavailable(f"FAAS_SANDBOX_ROOTFS={root} is not a root filesystem tree")
+    return root
 
 
 def _docker(settings: Settings) -> Executor:
@@ -80,6 +90,7 @@ async def _build(name: str, settings: Settings) -> Executor:
         return SandboxExecutor(
             cgroup_root=settings.cgroup_root, uid_base=settings.sandbox_uid_base,
             max_sandboxes=settings.max_concurrency, cache_dir=settings.cache_dir,
+            rootfs=_sandbox_rootfs(settings),
         )
     if name == "docker":
         state = await availability("docker", settings)
