@@ -156,7 +156,8 @@ class Orchestrator:
             if not self.accepting:
                 raise ShuttingDown("server is shutting down")
             executor = self.pick_executor(request.executor)
-            deadline = asyncio.get_running_loop().time() + self.timeout_for(request)
+            timeout_s = self.timeout_for(request)
+            deadline = asyncio.get_running_loop().time() + timeout_s
             spec = self.build_spec(function_id, request, request_id, deadline)
             async with self.admission.slot(deadline):
                 task = asyncio.ensure_future(executor.run(spec))
@@ -178,8 +179,6 @@ class Orchestrator:
                 self.metrics.start_time.labels(executor.name, result.start_kind).observe(
                     (result.start_ms or 0.0) / 1000)
             if result.timed_out:
-                outcome = "timeout"
-                timeout_s = self.timeout_for(request)
                 raise InvocationTimeout(f"invocation timed out after {timeout_s:g}s", result)
             outcome = "ok" if result.error is None else "error"
             return result
