@@ -11,11 +11,20 @@ A frame is a fixed 12-byte head then a body::
     body    4-byte big-endian length of a UTF-8 JSON header, the header, then
             the binary blobs whose lengths the header lists under "blobs".
 
-The agent sends HELLO when it is ready, reads one REQUEST (header: command,
+The agent sends HELLO when it is ready (header: ``agent`` version and, from
+agent version 2, ``features``), reads one REQUEST (header: command,
 env, timeout_s, output_limit; blob: stdin), runs it and answers with one REPLY
 (header: result fields; blobs: stdout, stderr), or an ERROR (header: error) for
 a frame it cannot accept. Binary data never goes through JSON, so output is
 carried byte for byte.
+
+PING (agent version 2, feature ``"ping"``) is the re-handshake of a VM restored
+from a snapshot, whose agent said HELLO before the snapshot was taken: the host
+sends PING (header: ``time`` in seconds since the epoch; blob: fresh random
+bytes), the agent mixes the bytes into the kernel's random pool, reseeds it,
+sets the clock, and answers HELLO again (header ``resumed: true``). A host
+sends PING only to an agent whose HELLO listed the feature, so old agents and
+old hosts keep working.
 
 A reader rejects a bad magic or version, a length over its limit, a header
 that is not a JSON object, and blob lengths that do not add up, with
@@ -46,6 +55,7 @@ class Kind(enum.IntEnum):
     REQUEST = 2
     REPLY = 3
     ERROR = 4
+    PING = 5
 
 
 @dataclass(slots=True)
@@ -166,6 +176,11 @@ class AgentRequest:
         if len(frame.blobs) != 1:
             raise AgentProtocolError("request must carry exactly one blob (stdin)")
         return cls(command, env, frame.blobs[0], float(timeout_s), limit)
+
+
+def encode_ping(entropy: bytes, now: float) -> bytes:
+    """The host's re-handshake after a snapshot restore (see the module docstring)."""
+    return encode_frame(Kind.PING, {"time": now}, [entropy])
 
 
 @dataclass(slots=True)

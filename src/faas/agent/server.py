@@ -2,7 +2,9 @@
 
 The agent announces itself with HELLO, then serves REQUEST frames one at a
 time until the stream closes (``once=True``: exactly one, as in a single-use
-VM). A frame it cannot parse gets an ERROR frame and the stream is closed:
+VM). A PING (sent by the host after restoring the VM from a snapshot) reseeds
+the guest's randomness and clock and is answered with a fresh HELLO; it does
+not count as a request. A frame it cannot parse gets an ERROR frame and the stream is closed:
 after garbage the framing cannot be trusted any more.
 """
 
@@ -16,13 +18,17 @@ from faas.agent.execute import run_request
 from faas.agent.protocol import (
     DEFAULT_MAX_FRAME,
     AgentRequest,
+    Frame,
     Kind,
     encode_frame,
     read_frame,
 )
+from faas.agent.reseed import reseed, set_clock
 from faas.errors import AgentProtocolError
 
-AGENT_VERSION = "1"
+# 2: PING (snapshot-restore re-handshake), announced as a feature in HELLO.
+AGENT_VERSION = "2"
+FEATURES = ["ping"]
 log = logging.getLogger("faas.agent")
 
 
@@ -39,13 +45,17 @@ async def serve_stream(
     served = 0
     user, group = run_as if run_as else (None, None)
     try:
-        writer.write(encode_frame(Kind.HELLO, {"agent": AGENT_VERSION}))
+        writer.write(encode_frame(Kind.HELLO, {"agent": AGENT_VERSION, "features": FEATURES}))
         await writer.drain()
         while True:
             try:
                 frame = await read_frame(reader, max_frame=max_frame)
                 if frame is None:
                     break
+                if frame.kind is Kind.PING:
+                    writer.write(_resume(frame))
+                    await writer.drain()
+                    continue
                 if frame.kind is not Kind.REQUEST:
                     raise AgentProtocolError(f"expected a request frame, got {frame.kind.name}")
                 request = AgentRequest.from_frame(frame)
@@ -66,3 +76,13 @@ async def serve_stream(
         with contextlib.suppress(OSError):
             writer.close()
     return served
+
+
+def _resume(ping: Frame) -> bytes:
+    """Handle the host's PING: fresh entropy and clock, then HELLO again."""
+    reseeded = reseed(ping.blobs[0]) if ping.blobs else False
+    now = ping.header.get("time")
+    if isinstance(now, int | float):
+        set_clock(float(now))
+    return encode_frame(Kind.HELLO, {"agent": AGENT_VERSION, "features": FEATURES,
+                                     "resumed": True, "reseeded": reseeded})
