@@ -77,6 +77,7 @@ class SingleUsePool(Generic[T]):
         self._start_times: deque[float] = deque(maxlen=20)
         self._last_handout = time.monotonic()
         self._wake = asyncio.Event()
+        self._filled = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._keeper: asyncio.Task[None] | None = None
         self._closed = False
@@ -198,7 +199,14 @@ class SingleUsePool(Generic[T]):
             await self._destroy(item)
             return
         self._ready.append(_Ready(item, time.monotonic(), elapsed))
+        self._filled.set()
         self._kick()
+
+    async def wait_ready(self, count: int) -> None:
+        """Wait until ``count`` items (at most the current target) are ready."""
+        while self.ready < min(count, self.target()):
+            self._filled.clear()
+            await self._filled.wait()
 
     async def aclose(self) -> None:
         """Stop refilling and destroy everything pooled or starting. Idempotent."""

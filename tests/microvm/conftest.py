@@ -62,7 +62,8 @@ def run_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def settings(run_dir: Path) -> MicroVMSettings:
-    return MicroVMSettings(run_dir=run_dir, boot_timeout_s=60.0)
+    """Cold boots only (no pool, no snapshot): what most tests exercise."""
+    return MicroVMSettings(run_dir=run_dir, boot_timeout_s=60.0, pool_max=0, snapshots=False)
 
 
 @pytest.fixture

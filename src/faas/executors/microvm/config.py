@@ -70,7 +70,10 @@ class MicroVMSettings:
 
     ``boot_timeout_s`` bounds how long a VM may take to say HELLO (on top of
     the request's own deadline, whichever comes first); ``run_dir`` is where
-    per-VM folders (sockets, scratch disk, console log) are made.
+    per-VM folders (sockets, scratch disk, console log) are made. Environment:
+    ``FAAS_VM_MAX_VCPUS``, ``FAAS_VM_MAX_MEMORY_MIB``, ``FAAS_POOL_MIN`` (1),
+    ``FAAS_POOL_MAX`` (4; 0 disables pools), ``FAAS_POOL_IDLE_S`` (60),
+    ``FAAS_POOL_MEMORY_MB`` (1024), ``FAAS_VM_SNAPSHOT`` (1; 0 disables restore).
     """
 
     max_vcpus: int = field(default_factory=lambda: _env_int("FAAS_VM_MAX_VCPUS",
@@ -86,6 +89,19 @@ class MicroVMSettings:
     kill_grace_s: float = 0.25
     # Appended to every guest's kernel command line (debugging: "loglevel=7").
     extra_cmdline: tuple[str, ...] = ()
+    # Pre-started single-use VMs, per class (driver, vCPUs, memory, scratch, pids).
+    # A class's pool is made on its first invocation (never by constructing the
+    # executor, so ``faas doctor`` boots nothing) and then keeps ``pool_min``
+    # ready, growing with demand up to ``pool_max``; ``pool_max=0`` turns pooling
+    # off. All pools of an executor share ``pool_memory_mib`` of guest memory.
+    pool_min: int = field(default_factory=lambda: _env_int("FAAS_POOL_MIN", 1))
+    pool_max: int = field(default_factory=lambda: _env_int("FAAS_POOL_MAX", 4))
+    pool_idle_s: float = field(default_factory=lambda: float(_env_int("FAAS_POOL_IDLE_S", 60)))
+    pool_max_age_s: float = 600.0
+    pool_memory_mib: int = field(default_factory=lambda: _env_int("FAAS_POOL_MEMORY_MB", 1024))
+    # QEMU: start VMs from a saved state of a booted guest instead of booting
+    # (cached per image set, QEMU version and VM shape; see ``snapshot``).
+    snapshots: bool = field(default_factory=lambda: _env_int("FAAS_VM_SNAPSHOT", 1) != 0)
 
     def vm_config(self, images: GuestImages, limits: Limits, *, vsock: bool = False) -> VMConfig:
         memory = limits.memory_bytes // MIB

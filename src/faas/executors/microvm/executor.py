@@ -1,8 +1,17 @@
 """Executors of the microVM tier: ``qemu``, ``firecracker`` and ``microvm`` (the best that works).
 
-Each invocation boots a fresh VM (shared read-only root disk, private
+Each invocation gets a fresh VM (shared read-only root disk, private
 scratch disk, vCPUs and memory from the request's limits within the server
 maxima), sends the request to the agent, and destroys the VM on every path.
+
+Where the VM comes from (``start_kind`` of the result):
+* ``warm``: a pre-started VM from the pool of its class (a ``SingleUsePool``
+  per ``VMConfig``; made on the class's first invocation, refilled in the
+  background, checked healthy before hand-out, used once);
+* ``restored``: started now from a saved snapshot (QEMU, see ``snapshot``);
+* ``cold``: booted now.
+The pool's own VMs are restored when a snapshot can be had, else booted.
+``start_ms`` is the time the invocation waited for its VM.
 
 Deadline (``spec.deadline``, loop clock) handling:
 * while booting, the deadline cancels the boot and the result is
@@ -16,18 +25,25 @@ Deadline (``spec.deadline``, loop clock) handling:
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from faas.agent.protocol import AgentReply, AgentRequest
-from faas.errors import ExecutorUnavailable
+from faas.errors import ExecutorUnavailable, FaasError
 from faas.executors.base import Availability
 from faas.executors.microvm import firecracker, qemu
-from faas.executors.microvm.config import MicroVMSettings
+from faas.executors.microvm.config import MIB, MicroVMSettings, VMConfig
+from faas.executors.microvm.snapshot import RestoreDriver, SnapshotStore
 from faas.executors.microvm.vm import Driver, MicroVM, sweep_stale_workdirs
 from faas.images.build import GuestImages, guest_images
-from faas.images.common import ImageBuildError
+from faas.images.common import ImageBuildError, default_cache_dir
 from faas.models import ExecutionSpec, InvocationResult, Limits
+from faas.pool import PoolPolicy, PoolSet
+
+log = logging.getLogger("faas.microvm")
 
 
 class _MicroVMExecutor:
@@ -41,6 +57,8 @@ class _MicroVMExecutor:
         self._images = images
         self._live: set[MicroVM] = set()
         self._closed = False
+        self._pools: PoolSet[MicroVM] | None = None
+        self._snapshots: SnapshotStore | None = None
         # Files a SIGKILLed predecessor left (its VMMs died with it).
         sweep_stale_workdirs(self.settings.run_dir)
 
@@ -61,16 +79,55 @@ class _MicroVMExecutor:
                 raise ExecutorUnavailable(f"{self.name}: {exc}") from exc
         return self._images
 
+    async def vm_config(self, limits: Limits) -> VMConfig:
+        driver = await self.driver()
+        return self.settings.vm_config(self.images(), limits,
+                                       vsock=getattr(driver, "vsock", False))
+
     async def start_vm(self, limits: Limits, deadline: float | None = None) -> MicroVM:
-        """Spawn a VM and wait for its agent: the unit a pre-started pool would keep.
+        """Restore or boot a VM and wait for its agent: the unit a pool keeps.
 
         The caller owns the returned VM and must ``kill()`` it. Raises
         ``TimeoutError`` if ``deadline`` (loop clock) passes first.
         """
+        return await self._start(await self.vm_config(limits), deadline)
+
+    async def _start(self, config: VMConfig, deadline: float | None = None) -> MicroVM:
+        vm = await self._restore(config, deadline)
+        if vm is None:
+            vm = await self._boot(MicroVM(await self.driver(), config,
+                                          run_dir=self.settings.run_dir), deadline)
+        return vm
+
+    async def _restore(self, config: VMConfig, deadline: float | None) -> MicroVM | None:
+        """A VM restored from this class's snapshot; None where there is none to be had
+        (not QEMU, vsock, snapshots off, or taking/restoring it failed: then logged,
+        and this class boots from now on)."""
         driver = await self.driver()
-        config = self.settings.vm_config(self.images(), limits,
-                                         vsock=getattr(driver, "vsock", False))
-        vm = MicroVM(driver, config, run_dir=self.settings.run_dir)
+        if (not self.settings.snapshots or not isinstance(driver, qemu.QemuDriver)
+                or driver.vsock):
+            return None
+        if self._snapshots is None:
+            cache = self.settings.cache_dir or default_cache_dir()
+            self._snapshots = SnapshotStore(cache / "snapshots", run_dir=self.settings.run_dir,
+                                            timeout_s=max(60.0, self.settings.boot_timeout_s))
+        store = self._snapshots
+        try:
+            snap = await store.get(driver, config)
+        except FaasError as exc:
+            log.warning("%s: booting instead of restoring: %s", self.name, exc)
+            return None
+        vm = MicroVM(RestoreDriver(driver, snap), config, run_dir=self.settings.run_dir,
+                     restore_from=snap.state)
+        try:
+            return await self._boot(vm, deadline)
+        except FaasError as exc:
+            store.failed(snap.key, str(exc))
+            log.warning("%s: restoring %s failed, booting from now on: %s", self.name,
+                        snap.directory, exc)
+            return None
+
+    async def _boot(self, vm: MicroVM, deadline: float | None) -> MicroVM:
         self._live.add(vm)
         loop = asyncio.get_running_loop()
         boot_deadline = loop.time() + self.settings.boot_timeout_s
@@ -85,13 +142,60 @@ class _MicroVMExecutor:
             raise
         return vm
 
+    # -- pools ----------------------------------------------------------------------
+    def _pool_set(self) -> PoolSet[MicroVM] | None:
+        if self.settings.pool_max <= 0:
+            return None
+        if self._pools is None:
+            s = self.settings
+            policy = PoolPolicy(min_size=min(s.pool_min, s.pool_max), max_size=s.pool_max,
+                                idle_expiry_s=s.pool_idle_s, max_age_s=s.pool_max_age_s)
+            self._pools = PoolSet(self._pool_starter, self._discard, MicroVM.healthy,
+                                  policy=policy, budget_bytes=s.pool_memory_mib * MIB,
+                                  item_bytes=_config_bytes)
+        return self._pools
+
+    def _pool_starter(self, key: Hashable) -> Callable[[], Awaitable[MicroVM]]:
+        if not isinstance(key, VMConfig):
+            raise TypeError(f"pool key {key!r} is not a VMConfig")
+        return functools.partial(self._start, key)
+
+    async def prewarm(self, limits: Limits | None = None, *, ready: int = 1,
+                      timeout_s: float = 120.0) -> None:
+        """Make the pool of ``limits``' class and wait until ``ready`` VMs wait in it
+        (benchmarks and tests; a server simply lets the first invocation make it)."""
+        pools = self._pool_set()
+        if pools is None:
+            return
+        pool = pools.pool(await self.vm_config(limits or Limits()))
+        async with asyncio.timeout(timeout_s):
+            await pool.wait_ready(ready)
+
+    def pool_stats(self) -> list[tuple[str, int, int]]:
+        """(pool name, ready, starting) of each class's pool, for ``/metrics``."""
+        if self._pools is None:
+            return []
+        return [(_pool_name(key), pool.ready, pool.starting)
+                for key, pool in self._pools.pools.items() if isinstance(key, VMConfig)]
+
+    async def _acquire(self, config: VMConfig, deadline: float) -> tuple[MicroVM, str]:
+        pools = self._pool_set()
+        if pools is None:
+            vm = await self._start(config, deadline)
+            return vm, vm.start_kind
+        vm, kind, _ = await pools.pool(config).acquire()
+        return vm, ("warm" if kind == "warm" else vm.start_kind)
+
+    # -- running ----------------------------------------------------------------------
     async def run(self, spec: ExecutionSpec) -> InvocationResult:
         if self._closed:
             raise ExecutorUnavailable(f"{self.name} executor is closed")
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            vm = await self.start_vm(spec.limits, spec.deadline)
+            config = await self.vm_config(spec.limits)
+            async with asyncio.timeout_at(spec.deadline):
+                vm, start_kind = await self._acquire(config, spec.deadline)
         except TimeoutError:
             if loop.time() < spec.deadline:  # our boot timeout, not the caller's deadline
                 raise ExecutorUnavailable(
@@ -99,6 +203,7 @@ class _MicroVMExecutor:
                     f"{self.settings.boot_timeout_s:g}s") from None
             return self._result(spec, started, timed_out=True,
                                 error="timed out while the VM was booting")
+        start_ms = (time.monotonic() - started) * 1000
         try:
             left = spec.deadline - loop.time()
             request = AgentRequest(
@@ -110,9 +215,12 @@ class _MicroVMExecutor:
                 async with asyncio.timeout_at(spec.deadline + self.settings.kill_grace_s):
                     reply = await vm.run(request)
             except TimeoutError:
-                return self._result(spec, started, vm=vm, timed_out=True,
-                                    error="timed out; the VM was destroyed")
-            return self._from_reply(spec, started, vm, reply)
+                result = self._result(spec, started, vm=vm, timed_out=True,
+                                      error="timed out; the VM was destroyed")
+            else:
+                result = self._from_reply(spec, started, vm, reply)
+            result.start_kind, result.start_ms = start_kind, start_ms
+            return result
         finally:
             await self._discard(vm)
 
@@ -148,8 +256,10 @@ class _MicroVMExecutor:
         )
 
     async def aclose(self) -> None:
-        """Destroy every VM still running. Idempotent."""
+        """Drain the pools and destroy every VM still running. Idempotent."""
         self._closed = True
+        if self._pools is not None:
+            await self._pools.aclose()
         live, self._live = list(self._live), set()
         await asyncio.gather(*(vm.kill() for vm in live), return_exceptions=True)
 
@@ -220,3 +330,13 @@ class MicroVMExecutor(_MicroVMExecutor):
             return Availability(True, f"using QEMU: {qm.reason}; Firecracker unusable: "
                                       f"{fc.reason}")
         return Availability(False, f"Firecracker: {fc.reason}; QEMU: {qm.reason}")
+
+
+def _config_bytes(key: Hashable) -> int:
+    """Guest memory a pooled VM of class ``key`` holds (for the pools' budget)."""
+    return key.memory_mib * MIB if isinstance(key, VMConfig) else 0
+
+
+def _pool_name(config: VMConfig) -> str:
+    name = f"{config.vcpus}vcpu-{config.memory_mib}mib-{config.scratch_bytes // MIB}mibtmp"
+    return f"{name}-{config.pids}pids" if config.pids else name

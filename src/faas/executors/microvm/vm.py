@@ -5,9 +5,11 @@
 
 ``spawn`` makes a private work folder (scratch disk, channel socket, console
 log, VMM config), prepares the channel and starts the VMM; ``wait_ready``
-connects to the agent and reads its HELLO; ``run`` sends one request and
-reads the reply. Keeping these apart lets a later pool spawn and boot VMs (or
-restore snapshots) ahead of any request.
+connects to the agent and reads its HELLO (for a VM restored from a snapshot,
+whose agent said HELLO before the snapshot, the host first sends a PING with
+fresh entropy and the agent answers with a new HELLO); ``run`` sends one
+request and reads the reply. Keeping these apart lets a pool spawn and boot
+VMs (or restore snapshots) ahead of any request.
 
 Every wait races the VMM's exit (a pidfd watched on the loop), so a guest
 that panics or an agent that dies gives a ``SandboxError`` carrying the
@@ -39,7 +41,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from faas.agent.protocol import AgentReply, AgentRequest, Kind, read_frame
+from faas.agent.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
 from faas.errors import AgentProtocolError, FaasError, SandboxError
 from faas.executors.microvm.channel import Channel, Streams
 from faas.executors.microvm.config import VMConfig
@@ -86,10 +88,17 @@ def _die_with_parent() -> None:
 class MicroVM:
     """A single-use VM. Use ``async with`` or call ``kill()`` on every path."""
 
-    def __init__(self, driver: Driver, config: VMConfig, *, run_dir: Path | None = None) -> None:
+    def __init__(self, driver: Driver, config: VMConfig, *, run_dir: Path | None = None,
+                 restore_from: Path | None = None) -> None:
+        """``restore_from``: a saved VM state the VMM reads on its stdin (the driver's
+        command line says so, e.g. QEMU ``-incoming fd:0``); such a VM needs no
+        scratch disk of its own here (the driver provides one) and is resumed with
+        a PING instead of waiting for a first HELLO."""
         self.driver = driver
         self.config = config
         self.run_dir = run_dir
+        self.restore_from = restore_from
+        self.start_kind = "restored" if restore_from is not None else "cold"
         self.state = VMState.NEW
         self.workdir: Path | None = None
         self.timings: dict[str, float] = {}
@@ -99,6 +108,7 @@ class MicroVM:
         self._channel: Channel | None = None
         self._streams: Streams | None = None
         self._t0 = time.monotonic()
+        self.hello: dict[str, Any] = {}
 
     async def __aenter__(self) -> MicroVM:
         return self
@@ -120,11 +130,12 @@ class MicroVM:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir = Path(tempfile.mkdtemp(prefix="faas-vm-", dir=self.run_dir))
         self.state = VMState.SPAWNED  # from here on kill() has something to clean
-        try:
-            await asyncio.to_thread(make_scratch_disk, workdir / "scratch.ext4",
-                                    self.config.scratch_bytes)
-        except ImageBuildError as exc:
-            raise SandboxError(f"cannot make the scratch disk: {exc}") from exc
+        if self.restore_from is None:
+            try:
+                await asyncio.to_thread(make_scratch_disk, workdir / "scratch.ext4",
+                                        self.config.scratch_bytes)
+            except ImageBuildError as exc:
+                raise SandboxError(f"cannot make the scratch disk: {exc}") from exc
         self._channel = self.driver.channel(self.config, workdir)
         await self._channel.prepare()
         argv = self.driver.command(self.config, workdir)
@@ -133,15 +144,22 @@ class MicroVM:
 
     def _start_process(self, argv: list[str], workdir: Path) -> None:
         log = open(workdir / "vmm.log", "wb")  # noqa: SIM115 - handed to the child
+        stdin: Any = subprocess.DEVNULL
+        # Temporary files the VMM makes (QEMU's snapshot=on overlays) go in the work folder.
+        env = {**os.environ, "TMPDIR": str(workdir)}
         try:
+            if self.restore_from is not None:
+                stdin = open(self.restore_from, "rb")  # noqa: SIM115 - handed to the child
             self._popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv, stdin=stdin, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=workdir, close_fds=True, process_group=0, preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             raise SandboxError(f"cannot start {self.driver.name}: {exc}") from exc
         finally:
             log.close()
+            if stdin is not subprocess.DEVNULL:
+                stdin.close()
         (workdir / "vmm.pid").write_text(f"{self._popen.pid} {_start_time(self._popen.pid)}\n")
         loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
@@ -165,6 +183,8 @@ class MicroVM:
             raise SandboxError(f"wait_ready() on a VM in state {self.state.value}")
         self._streams = await self._until_exit(self._channel.open(), "connecting to the agent")
         self.timings["connect_ms"] = self._ms()
+        if self.restore_from is not None:
+            self._streams[1].write(encode_ping(os.urandom(64), time.time()))
         frame = await self._until_exit(read_frame(self._streams[0], body_timeout_s=10.0),
                                        "waiting for the agent's HELLO")
         if frame is None:
@@ -172,8 +192,22 @@ class MicroVM:
         if frame is None or frame.kind is not Kind.HELLO:
             got = "end of stream" if frame is None else frame.kind.name
             raise AgentProtocolError(f"expected the agent's HELLO, got {got}")
+        self.hello = frame.header
         self.timings["ready_ms"] = self._ms()
         self.state = VMState.READY
+
+    def healthy(self) -> bool:
+        """True while the VM is READY, its VMM runs and the channel is open and quiet.
+
+        A pool asks this before handing the VM out: a VMM that exited or a
+        channel the guest closed (EOF) means the VM must be destroyed instead.
+        """
+        if self.state is not VMState.READY or self._streams is None or self._popen is None:
+            return False
+        if self._exited is None or self._exited.done() or self._popen.poll() is not None:
+            return False
+        reader, writer = self._streams
+        return not (reader.at_eof() or writer.is_closing())
 
     async def run(self, request: AgentRequest) -> AgentReply:
         """Send one request; return the agent's reply."""
