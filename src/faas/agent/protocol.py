@@ -22,7 +22,8 @@ PING (agent version 2, feature ``"ping"``) is the re-handshake of a VM restored
 from a snapshot, whose agent said HELLO before the snapshot was taken: the host
 sends PING (header: ``time`` in seconds since the epoch; blob: fresh random
 bytes), the agent mixes the bytes into the kernel's random pool, reseeds it,
-sets the clock, and answers HELLO again (header ``resumed: true``). A host
+sets the clock, optionally (``warmup``) runs ``true`` once, and answers HELLO
+again (header ``resumed: true``). A host
 sends PING only to an agent whose HELLO listed the feature, so old agents and
 old hosts keep working.
 
@@ -178,9 +179,11 @@ class AgentRequest:
         return cls(command, env, frame.blobs[0], float(timeout_s), limit)
 
 
-def encode_ping(entropy: bytes, now: float) -> bytes:
-    """The host's re-handshake after a snapshot restore (see the module docstring)."""
-    return encode_frame(Kind.PING, {"time": now}, [entropy])
+def encode_ping(entropy: bytes, now: float, *, warmup: bool = False) -> bytes:
+    """The host's re-handshake after a snapshot restore (see the module docstring);
+    ``warmup``: the agent first runs ``true`` once, so that a pooled VM's first
+    real request finds the code paths warm."""
+    return encode_frame(Kind.PING, {"time": now, "warmup": warmup}, [entropy])
 
 
 @dataclass(slots=True)

@@ -53,7 +53,14 @@ async def serve_stream(
                 if frame is None:
                     break
                 if frame.kind is Kind.PING:
-                    writer.write(_resume(frame))
+                    hello = _resume(frame)
+                    if frame.header.get("warmup") is True:
+                        # Run the request path once (as the commands' user) so a
+                        # JIT-ing VMM (QEMU TCG) has translated it before the
+                        # first real request; nothing of it stays but a pid.
+                        await run_request(AgentRequest(["true"], {}, timeout_s=10.0),
+                                          user=user, group=group, cwd=cwd)
+                    writer.write(hello)
                     await writer.drain()
                     continue
                 if frame.kind is not Kind.REQUEST:

@@ -98,6 +98,8 @@ class MicroVMSettings:
     pool_max: int = field(default_factory=lambda: _env_int("FAAS_POOL_MAX", 4))
     pool_idle_s: float = field(default_factory=lambda: float(_env_int("FAAS_POOL_IDLE_S", 60)))
     pool_max_age_s: float = 600.0
+    # Pooled VMs run ``true`` once before they wait (see ``MicroVM``'s warm_up).
+    pool_warm_up: bool = True
     pool_memory_mib: int = field(default_factory=lambda: _env_int("FAAS_POOL_MEMORY_MB", 1024))
     # QEMU: start VMs from a saved state of a booted guest instead of booting
     # (cached per image set, QEMU version and VM shape; see ``snapshot``).

@@ -92,14 +92,16 @@ class _MicroVMExecutor:
         """
         return await self._start(await self.vm_config(limits), deadline)
 
-    async def _start(self, config: VMConfig, deadline: float | None = None) -> MicroVM:
-        vm = await self._restore(config, deadline)
+    async def _start(self, config: VMConfig, deadline: float | None = None, *,
+                     warm_up: bool = False) -> MicroVM:
+        vm = await self._restore(config, deadline, warm_up)
         if vm is None:
-            vm = await self._boot(MicroVM(await self.driver(), config,
+            vm = await self._boot(MicroVM(await self.driver(), config, warm_up=warm_up,
                                           run_dir=self.settings.run_dir), deadline)
         return vm
 
-    async def _restore(self, config: VMConfig, deadline: float | None) -> MicroVM | None:
+    async def _restore(self, config: VMConfig, deadline: float | None,
+                       warm_up: bool) -> MicroVM | None:
         """A VM restored from this class's snapshot; None where there is none to be had
         (not QEMU, vsock, snapshots off, or taking/restoring it failed: then logged,
         and this class boots from now on)."""
@@ -118,7 +120,7 @@ class _MicroVMExecutor:
             log.warning("%s: booting instead of restoring: %s", self.name, exc)
             return None
         vm = MicroVM(RestoreDriver(driver, snap), config, run_dir=self.settings.run_dir,
-                     restore_from=snap.state)
+                     restore_from=snap.state, warm_up=warm_up)
         try:
             return await self._boot(vm, deadline)
         except FaasError as exc:
@@ -158,7 +160,7 @@ class _MicroVMExecutor:
     def _pool_starter(self, key: Hashable) -> Callable[[], Awaitable[MicroVM]]:
         if not isinstance(key, VMConfig):
             raise TypeError(f"pool key {key!r} is not a VMConfig")
-        return functools.partial(self._start, key)
+        return functools.partial(self._start, key, warm_up=self.settings.pool_warm_up)
 
     async def prewarm(self, limits: Limits | None = None, *, ready: int = 1,
                       timeout_s: float = 120.0) -> None:
