@@ -109,3 +109,27 @@ def test_firecracker_where_it_cannot_boot_is_a_clear_503(gateway: str) -> None:
     assert r.status_code == 503, r.text
     assert "firecracker" in r.json()["error"].lower()
     assert time.monotonic() - started < 15  # at most one canary boot, never a hang
+
+
+def test_pooled_invocations_over_http_are_warm_fresh_and_counted(gateway: str) -> None:
+    """The gateway's executors keep pools (env defaults): the first invocation of a
+    class makes its pool; once a VM waits in it, the next invocation is warm, and
+    still finds a /tmp nobody wrote to."""
+    script = "ls -A /tmp; echo secret > /tmp/left-behind"
+    first = invoke(gateway, command=["/bin/sh", "-c", script], executor="qemu")
+    assert first.status_code == 200 and first.json()["stdout"] == "lost+found\n", first.text
+    deadline = time.monotonic() + 60
+    while True:
+        metrics = httpx.get(f"{gateway}/metrics", timeout=10).text
+        ready = [line for line in metrics.splitlines()
+                 if line.startswith('faas_pool_ready{executor="qemu"')]
+        if ready and float(ready[0].split()[-1]) >= 1:
+            break
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.2)
+    second = invoke(gateway, command=["/bin/sh", "-c", script], executor="qemu")
+    body = second.json()
+    assert second.status_code == 200 and body["stdout"] == "lost+found\n", second.text
+    assert body["start"]["kind"] == "warm" and body["start"]["start_ms"] < 1000
+    metrics = httpx.get(f"{gateway}/metrics", timeout=10).text
+    assert 'faas_sandbox_starts_total{executor="qemu",kind="warm"}' in metrics

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from faas.agent.protocol import AgentReply, AgentRequest
-from faas.errors import ExecutorUnavailable, FaasError
+from faas.errors import ExecutorUnavailable, FaasError, SandboxError
 from faas.executors.base import Availability
 from faas.executors.microvm import firecracker, qemu
 from faas.executors.microvm.config import MIB, MicroVMSettings, VMConfig
@@ -44,6 +44,12 @@ from faas.models import ExecutionSpec, InvocationResult, Limits
 from faas.pool import PoolPolicy, PoolSet
 
 log = logging.getLogger("faas.microvm")
+# After a pooled VM's channel broke: how long to wait to see whether its VMM died.
+_EXIT_CHECK_S = 0.5
+
+
+class _PooledVMDied(SandboxError):
+    """A pooled VM's VMM died while it was being used (its request may be retried)."""
 
 
 class _MicroVMExecutor:
@@ -180,8 +186,9 @@ class _MicroVMExecutor:
         return [(_pool_name(key), pool.ready, pool.starting)
                 for key, pool in self._pools.pools.items() if isinstance(key, VMConfig)]
 
-    async def _acquire(self, config: VMConfig, deadline: float) -> tuple[MicroVM, str]:
-        pools = self._pool_set()
+    async def _acquire(self, config: VMConfig, deadline: float, *,
+                       pooled: bool = True) -> tuple[MicroVM, str]:
+        pools = self._pool_set() if pooled else None
         if pools is None:
             vm = await self._start(config, deadline)
             return vm, vm.start_kind
@@ -192,12 +199,24 @@ class _MicroVMExecutor:
     async def run(self, spec: ExecutionSpec) -> InvocationResult:
         if self._closed:
             raise ExecutorUnavailable(f"{self.name} executor is closed")
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
+        config = await self.vm_config(spec.limits)
         try:
-            config = await self.vm_config(spec.limits)
+            return await self._run_once(spec, config, started, pooled=True)
+        except _PooledVMDied as exc:
+            # The VM died between its health check and the request (its VMM was
+            # killed): nothing outside a VM sees what ran in it, so running the
+            # request again in a fresh VM is safe.
+            log.warning("%s: a pooled VM died as it was handed out (%s); retrying in a "
+                        "fresh one", self.name, exc)
+            return await self._run_once(spec, config, started, pooled=False)
+
+    async def _run_once(self, spec: ExecutionSpec, config: VMConfig, started: float, *,
+                        pooled: bool) -> InvocationResult:
+        loop = asyncio.get_running_loop()
+        try:
             async with asyncio.timeout_at(spec.deadline):
-                vm, start_kind = await self._acquire(config, spec.deadline)
+                vm, start_kind = await self._acquire(config, spec.deadline, pooled=pooled)
         except TimeoutError:
             if loop.time() < spec.deadline:  # our boot timeout, not the caller's deadline
                 raise ExecutorUnavailable(
@@ -219,6 +238,10 @@ class _MicroVMExecutor:
             except TimeoutError:
                 result = self._result(spec, started, vm=vm, timed_out=True,
                                       error="timed out; the VM was destroyed")
+            except SandboxError as exc:
+                if start_kind == "warm" and await vm.exits_within(_EXIT_CHECK_S):
+                    raise _PooledVMDied(str(exc)) from exc
+                raise
             else:
                 result = self._from_reply(spec, started, vm, reply)
             result.start_kind, result.start_ms = start_kind, start_ms

@@ -204,14 +204,28 @@ class MicroVM:
     async def _read_hello(self) -> dict[str, Any]:
         if self._streams is None:
             raise SandboxError("no agent channel")
-        frame = await self._until_exit(read_frame(self._streams[0], body_timeout_s=10.0),
-                                       "waiting for the agent's HELLO")
+        try:
+            frame = await self._until_exit(read_frame(self._streams[0], body_timeout_s=10.0),
+                                           "waiting for the agent's HELLO")
+        except (ConnectionError, OSError) as exc:
+            await self._raise_if_exits(f"the agent channel broke before its HELLO ({exc})")
+            raise SandboxError(f"the agent channel broke before its HELLO: {exc}"
+                               f"{self._console_suffix()}") from exc
         if frame is None:
             await self._raise_if_exits("the agent channel closed before its HELLO")
         if frame is None or frame.kind is not Kind.HELLO:
             got = "end of stream" if frame is None else frame.kind.name
             raise AgentProtocolError(f"expected the agent's HELLO, got {got}")
         return frame.header
+
+    async def exits_within(self, timeout_s: float) -> bool:
+        """Whether the VMM exits (or has exited) within ``timeout_s``."""
+        if self._exited is None:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._exited)
+        return self._exited.done()
 
     def healthy(self) -> bool:
         """True while the VM is READY, its VMM runs and the channel is open and quiet.
