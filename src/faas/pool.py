@@ -110,11 +110,14 @@ class SingleUsePool(Generic[T]):
         return max(0, wanted)
 
     # -- hand-out ----------------------------------------------------------------
-    async def acquire(self) -> tuple[T, str, float]:
+    async def acquire(self, cold_start: Callable[[], Awaitable[T]] | None = None
+                      ) -> tuple[T, str, float]:
         """(item, "warm" or "cold", seconds spent starting it).
 
         Warm: a pooled item, checked healthy. Cold: started now by the caller's
-        task (cancelling the caller cancels the start, which must clean up).
+        task with ``cold_start`` (default: the pool's own start; a caller may
+        skip preparation that only pays off for items that wait). Cancelling
+        the caller cancels the start, which must clean up.
         """
         self._note_handout()
         while self._ready:
@@ -126,7 +129,7 @@ class SingleUsePool(Generic[T]):
             await self._discard(entry.item)
         self._kick()
         t0 = time.monotonic()
-        item = await self._start()
+        item = await (cold_start or self._start)()
         self.cold_handouts += 1
         return item, "cold", time.monotonic() - t0
 

@@ -119,3 +119,20 @@ async def test_poolset_shares_a_memory_budget() -> None:
     assert a.ready + b.ready == 4
     await pools.aclose()
     assert not f.alive
+
+
+async def test_cold_hand_out_uses_the_callers_start_and_wait_ready_waits() -> None:
+    f = Fakes(start_s=0.05)
+    pool = make(f, min_size=1, max_size=1)
+
+    async def callers_start() -> int:
+        return 1000
+
+    item, kind, _ = await pool.acquire(callers_start)
+    assert (item, kind) == (1000, "cold")
+    await asyncio.wait_for(pool.wait_ready(1), 2)
+    item, kind, _ = await pool.acquire(callers_start)
+    assert kind == "warm" and item != 1000
+    await f.destroy(item)
+    await pool.aclose()
+    assert f.alive == set()

@@ -192,7 +192,8 @@ class _MicroVMExecutor:
         if pools is None:
             vm = await self._start(config, deadline)
             return vm, vm.start_kind
-        vm, kind, _ = await pools.pool(config).acquire()
+        vm, kind, _ = await pools.pool(config).acquire(
+            functools.partial(self._start, config, deadline))
         return vm, ("warm" if kind == "warm" else vm.start_kind)
 
     # -- running ----------------------------------------------------------------------
