@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"host: {os.cpu_count()} cores", flush=True)
     bare = summary("(a) bare bwrap `true` (same argv)", bare_bwrap(args.n))
-    env = {"FAAS_MAX_CONCURRENCY": "64", "FAAS_MAX_QUEUE": "256"}
+    env = {"FAAS_MAX_CONCURRENCY": "64", "FAAS_MAX_QUEUE": "256", "FAAS_EXECUTORS": "sandbox"}
     with gateway(env) as url:
         rows = asyncio.run(platform(url, args.n))
     ratio = rows["c1"]["p50_ms"] / bare["p50_ms"]
