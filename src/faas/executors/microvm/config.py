@@ -73,7 +73,8 @@ class MicroVMSettings:
     per-VM folders (sockets, scratch disk, console log) are made. Environment:
     ``FAAS_VM_MAX_VCPUS``, ``FAAS_VM_MAX_MEMORY_MIB``, ``FAAS_POOL_MIN`` (1),
     ``FAAS_POOL_MAX`` (4; 0 disables pools), ``FAAS_POOL_IDLE_S`` (60),
-    ``FAAS_POOL_MEMORY_MB`` (1024), ``FAAS_VM_SNAPSHOT`` (1; 0 disables restore).
+    ``FAAS_POOL_MEMORY_MB`` (1024), ``FAAS_VM_SNAPSHOT`` (1; 0 disables restore),
+    ``FAAS_VM_PARALLEL_STARTS`` (CPU count).
     """
 
     max_vcpus: int = field(default_factory=lambda: _env_int("FAAS_VM_MAX_VCPUS",
@@ -98,6 +99,9 @@ class MicroVMSettings:
     pool_max: int = field(default_factory=lambda: _env_int("FAAS_POOL_MAX", 4))
     pool_idle_s: float = field(default_factory=lambda: float(_env_int("FAAS_POOL_IDLE_S", 60)))
     pool_max_age_s: float = 600.0
+    # VMs booting or restoring at once (more wait their turn).
+    parallel_starts: int = field(default_factory=lambda: _env_int("FAAS_VM_PARALLEL_STARTS",
+                                                                  os.cpu_count() or 1))
     # Pooled VMs run ``true`` once before they wait (see ``MicroVM``'s warm_up).
     pool_warm_up: bool = True
     pool_memory_mib: int = field(default_factory=lambda: _env_int("FAAS_POOL_MEMORY_MB", 1024))
