@@ -8,9 +8,11 @@ Taking a snapshot (once per key, see ``snapshot_key``):
    sandbox forbids ``exec:``), wait for ``completed``. The VM is not
    ``stop``ped first: the saved run state would then be "paused" and every
    restored VM would stay paused; an idle guest converges at once anyway.
-   This VM runs without ``-runas``: as ``nobody`` QEMU cannot inactivate its
-   drives at the end of the migration. It runs only our own image, never a
-   user's command;
+   At the end of a migration QEMU reopens its drives read-only, which as
+   ``nobody`` (``-runas``) needs its work folder traversable: the folder is
+   made 0711 for this VM (it holds nothing of a user's), and where the run
+   folder above it is closed to others the VM keeps root instead (it runs
+   only our own image, never a user's command);
 3. copy the VM's scratch disk (sparse) beside the state: the guest's page
    cache in the saved RAM matches exactly that disk;
 4. write ``meta.json`` and rename the folder into place (atomic, so racing
@@ -105,9 +107,20 @@ class _SaveDriver:
     def command(self, config: VMConfig, workdir: Path) -> list[str]:
         argv = self.base.command(config, workdir)
         if "-runas" in argv:
-            i = argv.index("-runas")
-            del argv[i:i + 2]
+            if _others_can_reach(workdir.parent):
+                workdir.chmod(0o711)  # QEMU as nobody reopens the scratch disk read-only
+            else:
+                i = argv.index("-runas")
+                del argv[i:i + 2]
         return [*argv, "-qmp", f"unix:{_escape(workdir / 'qmp.sock')},server=on,wait=off"]
+
+
+def _others_can_reach(folder: Path) -> bool:
+    """Whether an unprivileged user may traverse ``folder`` and all above it."""
+    try:
+        return all(p.stat().st_mode & 0o001 for p in (folder, *folder.parents))
+    except OSError:
+        return False
 
 
 class RestoreDriver:
