@@ -110,8 +110,8 @@ class _MicroVMExecutor:
     async def _restore(self, config: VMConfig, deadline: float | None,
                        warm_up: bool) -> MicroVM | None:
         """A VM restored from this class's snapshot; None where there is none to be had
-        (not QEMU, vsock, snapshots off, or taking/restoring it failed: then logged,
-        and this class boots from now on)."""
+        (not QEMU, vsock, snapshots off, or taking it failed, or restoring it failed:
+        then logged; after a few failures in a row this class boots from now on)."""
         driver = await self.driver()
         if (not self.settings.snapshots or not isinstance(driver, qemu.QemuDriver)
                 or driver.vsock):
@@ -129,12 +129,14 @@ class _MicroVMExecutor:
         vm = MicroVM(RestoreDriver(driver, snap), config, run_dir=self.settings.run_dir,
                      restore_from=snap.state, warm_up=warm_up)
         try:
-            return await self._boot(vm, deadline)
+            await self._boot(vm, deadline)
         except FaasError as exc:
             store.failed(snap.key, str(exc))
-            log.warning("%s: restoring %s failed, booting from now on: %s", self.name,
+            log.warning("%s: restoring %s failed, booting instead: %s", self.name,
                         snap.directory, exc)
             return None
+        store.restored(snap.key)
+        return vm
 
     async def _boot(self, vm: MicroVM, deadline: float | None) -> MicroVM:
         """Spawn ``vm`` and wait for its agent, at most ``parallel_starts`` at a time:

@@ -62,6 +62,7 @@ from faas.images.common import inputs_hash
 log = logging.getLogger("faas.microvm.snapshot")
 SNAPSHOT_FORMAT = "1"
 KEEP_SNAPSHOTS = 4
+MAX_STRIKES = 3
 _QMP_TIMEOUT_S = 60.0
 _CHUNK = 1024 * 1024
 
@@ -275,12 +276,19 @@ class SnapshotStore:
         self.timeout_s = timeout_s
         self._memo: dict[str, Snapshot] = {}
         self._failed: dict[str, str] = {}
+        self._strikes: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     def failed(self, key: str, reason: str) -> None:
-        """Stop using ``key`` in this process (a restore from it failed)."""
-        self._failed[key] = reason
-        self._memo.pop(key, None)
+        """A restore from ``key`` failed; after ``MAX_STRIKES`` in a row this process
+        stops using it (a VM killed while restoring is no reason to give up)."""
+        self._strikes[key] = self._strikes.get(key, 0) + 1
+        if self._strikes[key] >= MAX_STRIKES:
+            self._failed[key] = reason
+            self._memo.pop(key, None)
+
+    def restored(self, key: str) -> None:
+        self._strikes.pop(key, None)
 
     async def get(self, driver: QemuDriver, config: VMConfig) -> Snapshot:
         """The snapshot for ``config``; raises ``SandboxError`` if it cannot be had."""
