@@ -116,3 +116,28 @@ async def test_restore_beats_boot(restoring: QemuExecutor) -> None:
     r = await restoring.run(make_spec(["true"]))
     assert r.start_kind == "restored" and r.start_ms is not None and r.start_ms < 1500, r
     await asyncio.sleep(0)
+
+
+async def test_agent_v2_ping_resumes_with_a_fresh_hello_then_serves() -> None:
+    """The re-handshake at the protocol level, through a pipe (no VM): HELLO lists the
+    feature; PING (with the host's current time, so no clock is stepped) is answered
+    with HELLO ``resumed``, after the warm-up, and requests are served as before."""
+    import sys
+
+    from faas.agent.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "faas.agent", "--stdio",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdin and proc.stdout
+    hello = await read_frame(proc.stdout)
+    assert hello is not None and hello.kind is Kind.HELLO
+    assert hello.header["agent"] == "2" and "ping" in hello.header["features"]
+    proc.stdin.write(encode_ping(os.urandom(64), time.time(), warmup=True))
+    again = await read_frame(proc.stdout)
+    assert again is not None and again.kind is Kind.HELLO and again.header["resumed"] is True
+    proc.stdin.write(AgentRequest(["echo", "served"], {}).encode())
+    reply = AgentReply.from_frame(await read_frame(proc.stdout))  # type: ignore[arg-type]
+    assert reply.stdout == b"served\n" and reply.exit_code == 0
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
