@@ -49,6 +49,7 @@ class Settings:
     sandbox_uid_base: int = 200000
     cache_dir: Path = field(default_factory=default_cache_dir)
     sandbox_rootfs: str = ""
+    vm_run_dir: str = ""
     docker_host: str = "unix:///var/run/docker.sock"
     docker_image: str = "faas-rootfs:latest"
     docker_runtime: str = ""

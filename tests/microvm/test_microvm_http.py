@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 from microvm_support import assert_no_vm_leaks
 
 from faas.images.build import Manifest
+from helpers import running_server
 
 pytestmark = pytest.mark.microvm
 
@@ -21,37 +20,13 @@ pytestmark = pytest.mark.microvm
 @pytest.fixture(scope="module")
 def gateway(image_manifest: Manifest, run_dir: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from helpers import free_port
-
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("microvm-gateway") / "gateway.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("microvm_gateway.py")), str(port),
-             str(run_dir)], stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.returncode in (0, -15), log_path.read_text()
-        assert_no_vm_leaks(run_dir)
+    """The real `faas serve` offering the microVM tier (and its VMs' folders in run_dir)."""
+    env = {"FAAS_EXECUTORS": "sandbox,microvm,qemu,firecracker",
+           "FAAS_DEFAULT_EXECUTOR": "microvm", "FAAS_VM_RUN_DIR": str(run_dir)}
+    with running_server(tmp_path_factory.mktemp("microvm-gateway"), env) as server:
+        yield server.url
+    assert server.proc.returncode == 0, server.log()
+    assert_no_vm_leaks(run_dir)
 
 
 def invoke(url: str, timeout: float = 90, **body: object) -> httpx.Response:

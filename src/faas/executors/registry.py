@@ -30,7 +30,9 @@ def _microvm(name: str, settings: Settings) -> Executor:
     )
 
     vm_settings = MicroVMSettings(max_vcpus=settings.max_vcpus,
-                                  max_memory_mib=settings.max_memory_mb)
+                                  max_memory_mib=settings.max_memory_mb,
+                                  run_dir=Path(settings.vm_run_dir) if settings.vm_run_dir
+                                  else None)
     kinds: dict[str, type[QemuExecutor | FirecrackerExecutor | MicroVMExecutor]] = {
         "qemu": QemuExecutor, "firecracker": FirecrackerExecutor, "microvm": MicroVMExecutor}
     return kinds[name](vm_settings)
