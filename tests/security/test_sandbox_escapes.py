@@ -247,3 +247,30 @@ def test_root_is_read_only_and_tmp_is_private(server: Server) -> None:
     assert not Path(marker).exists()
     r = server.invoke(["sh", "-c", f"cat {marker}"])
     assert r.json()["exit_code"] != 0  # the next sandbox's /tmp is fresh
+
+
+def test_request_env_acts_only_on_the_command(server: Server) -> None:
+    """LD_PRELOAD & co. must not reach the root launcher or bubblewrap; values must not
+    appear on any host command line (world-readable through /proc)."""
+    secret = f"faas-secret-{time.time_ns()}"
+    r = server.invoke(["sh", "-c", "echo $MY_SECRET"],
+                      env_vars=["LD_PRELOAD=/nonexistent-faas-preload.so", f"MY_SECRET={secret}"])
+    body = r.json()
+    assert body["stdout"] == f"{secret}\n"
+    # ld.so complains once per process that tries the preload: only the command's shell.
+    assert body["stderr"].count("cannot be preloaded") == 1, body["stderr"]
+
+    seen: list[str] = []
+    t = threading.Thread(target=lambda: server.invoke(["sleep", "1"],
+                                                      env_vars=[f"MY_SECRET={secret}"]))
+    t.start()
+    until = time.monotonic() + 0.8
+    while time.monotonic() < until:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if secret.encode() in cmdline.read_bytes():
+                    seen.append(str(cmdline))
+            except OSError:
+                pass
+    t.join()
+    assert not seen

@@ -15,7 +15,9 @@ Each invocation gets a fresh sandbox:
 * all capabilities dropped, ``no_new_privs`` (bubblewrap always sets it), the
   seccomp filter of ``faas.executors.seccomp``;
 * an environment of exactly the request's ``env_vars`` over a minimal
-  PATH/HOME/LANG;
+  PATH/HOME/LANG, handed to bubblewrap as ``--setenv`` arguments through an
+  ``--args`` memfd so they never act on the launcher or bubblewrap (both
+  start with the fixed minimal environment);
 * limits: memory and pids through a cgroup (v1 or v2), and rlimits as the floor
   (CPU seconds, file size, open files, processes, no core dumps).
 
@@ -64,6 +66,27 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PRLIMIT_FLAGS = {resource.RLIMIT_CPU: "cpu", resource.RLIMIT_FSIZE: "fsize",
                   resource.RLIMIT_NOFILE: "nofile", resource.RLIMIT_NPROC: "nproc",
                   resource.RLIMIT_CORE: "core", resource.RLIMIT_AS: "as"}
+
+
+def env_args_fd(env: dict[str, str]) -> int:
+    """A memfd of NUL-separated ``--setenv KEY VALUE`` arguments for ``bwrap --args``.
+
+    The request's variables must not reach the launcher (root) or bubblewrap
+    itself (``LD_PRELOAD``, ``LD_AUDIT``, ... would act on them), and must
+    not appear on a command line that every host user can read.
+    """
+    fd = os.memfd_create("faas-env", os.MFD_CLOEXEC)
+    try:
+        data = b"".join(b"--setenv\0" + k.encode() + b"\0" + v.encode() + b"\0"
+                        for k, v in env.items())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 class _SandboxInit:
@@ -245,7 +268,6 @@ class SandboxExecutor:
         if self._closed:
             raise SandboxError("executor is closed")
         limits = spec.limits
-        env = {**BASE_ENV, **spec.env}
         group: Cgroup | None = None
         fds: list[int] = []
         child: ChildProcess | None = None
@@ -257,23 +279,27 @@ class SandboxExecutor:
                                                        pids=limits.pids)
                 seccomp_r = self.seccomp_fd()
                 fds.append(seccomp_r)
+                env_fd = env_args_fd(spec.env)
+                fds.append(env_fd)
                 info_r, info_w = os.pipe()
                 block_r, block_w = os.pipe()
                 fds += [info_r, info_w, block_r, block_w]
                 argv = [*self._launcher(spec, host_uid), *self.argv_for(limits.tmp_bytes),
-                        "--seccomp", str(seccomp_r),
+                        "--args", str(env_fd), "--seccomp", str(seccomp_r),
                         "--info-fd", str(info_w), "--block-fd", str(block_r),
                         "--", *spec.command]
                 try:
                     switch = None if self._spawn_helper else host_uid
-                    child = ChildProcess.spawn(argv, env=env, user=switch, group=switch,
-                                               pass_fds=(seccomp_r, info_w, block_r))
+                    # The launcher (root) and bubblewrap get a fixed environment; the
+                    # request's variables reach only the command (bwrap --setenv).
+                    child = ChildProcess.spawn(argv, env=BASE_ENV, user=switch, group=switch,
+                                               pass_fds=(seccomp_r, env_fd, info_w, block_r))
                 except OSError as exc:
                     raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
                 self._children.add(child)
                 if group is not None:
                     child.kill_hook = group.kill_all
-                for fd in (seccomp_r, info_w, block_r):
+                for fd in (seccomp_r, env_fd, info_w, block_r):
                     os.close(fd)
                     fds.remove(fd)
                 fds.remove(block_w)  # _release closes it
