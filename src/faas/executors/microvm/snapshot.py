@@ -94,8 +94,8 @@ def snapshot_key(driver: QemuDriver, config: VMConfig) -> str:
     ])
 
 
-class _SaveDriver:
-    """The normal QEMU command line plus a QMP socket, for the VM that is saved."""
+class _DerivedDriver:
+    """A QEMU driver whose command line is the base driver's, edited by a subclass."""
 
     def __init__(self, base: QemuDriver) -> None:
         self.base = base
@@ -104,6 +104,10 @@ class _SaveDriver:
 
     def channel(self, config: VMConfig, workdir: Path) -> Channel:
         return self.base.channel(config, workdir)
+
+
+class _SaveDriver(_DerivedDriver):
+    """The normal QEMU command line plus a QMP socket, for the VM that is saved."""
 
     def command(self, config: VMConfig, workdir: Path) -> list[str]:
         argv = self.base.command(config, workdir)
@@ -124,17 +128,12 @@ def _others_can_reach(folder: Path) -> bool:
         return False
 
 
-class RestoreDriver:
+class RestoreDriver(_DerivedDriver):
     """The normal QEMU command line, restoring ``snapshot`` instead of booting."""
 
     def __init__(self, base: QemuDriver, snapshot: Snapshot) -> None:
-        self.base = base
+        super().__init__(base)
         self.snapshot = snapshot
-        self.name = base.name
-        self.accel = base.accel
-
-    def channel(self, config: VMConfig, workdir: Path) -> Channel:
-        return self.base.channel(config, workdir)
 
     def command(self, config: VMConfig, workdir: Path) -> list[str]:
         argv = self.base.command(config, workdir)
