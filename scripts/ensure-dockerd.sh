@@ -70,7 +70,13 @@ if answers; then
     exit 0
 fi
 
-pid_alive() { [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# Alive means running: a killed dockerd can linger as a zombie until init reaps it.
+running() {
+    local state
+    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+pid_alive() { [ -s "$PIDFILE" ] && running "$(cat "$PIDFILE")"; }
 
 start_dockerd() {
     # $@: extra dockerd arguments. Returns 0 once the socket answers.
@@ -117,10 +123,11 @@ if pid_alive; then
     say "dockerd pid $pid from $PIDFILE is alive; waiting for it to answer"
     for _ in $(seq 1 $((WAIT_S * 10))); do
         answers && { say "dockerd (pid $pid) answers at $SOCK"; exit 0; }
-        kill -0 "$pid" 2>/dev/null || break
+        running "$pid" || break
         sleep 0.1
     done
-    die "dockerd pid $pid is alive but does not answer at $SOCK; see $LOG"
+    running "$pid" && die "dockerd pid $pid is alive but does not answer at $SOCK; see $LOG"
+    say "dockerd pid $pid exited; starting a new one"
 fi
 rm -f "$PIDFILE"
 
