@@ -143,7 +143,3 @@ def assert_no_leaks(settle_s: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"leaked processes: {procs}\nleaked cgroups: {groups}")
         time.sleep(0.05)
-
-
-def kill_signal_name(sig: int) -> str:
-    return signal.Signals(sig).name
