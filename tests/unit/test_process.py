@@ -67,3 +67,40 @@ def test_describe_exit() -> None:
     assert describe_exit(0) == (0, None, None)
     assert describe_exit(2) == (2, None, "exited with status 2")
     assert describe_exit(-9) == (137, 9, "killed by SIGKILL")
+
+
+_STDIN_NEVER_READ = r"""
+import asyncio, os, signal, sys
+from faas.agent.process import ChildProcess
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as a CLI that restores it has it
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    env = {"PATH": os.environ["PATH"]}
+    for _ in range(3):
+        for argv in (["true"], ["head", "-c", "1"]):
+            for size in (0, 70 * 1024, 6 << 20):
+                child = ChildProcess.spawn(argv, env=env)
+                out = await child.communicate(b"x" * size, output_limit=100,
+                                              deadline=loop.time() + 20)
+                assert out.returncode == 0 and not out.timed_out, (argv, size, out)
+                assert out.stdout == (b"x" if argv[0] == "head" and size else b"")
+    print("ok")
+
+asyncio.run(main())
+"""
+
+
+def test_unread_stdin_never_kills_the_caller_even_with_default_sigpipe() -> None:
+    """A command that exits without reading its stdin: the rest of stdin is dropped,
+    and the caller survives even where SIGPIPE has its default action (the server
+    process of the sandbox tier runs this core in-process)."""
+    import subprocess
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    done = subprocess.run([sys.executable, "-c", _STDIN_NEVER_READ], capture_output=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": src})
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout == b"ok\n"

@@ -17,6 +17,10 @@ Rules it keeps:
 * On every path, cancellation included, the child is killed if it still runs,
   every fd is closed and the process is reaped (later, without blocking the
   loop, if it has not died yet).
+* A child that exits without reading its stdin only means the rest of stdin
+  is dropped: the write that meets the closed pipe blocks SIGPIPE around
+  itself and takes back the pending signal, so the EPIPE never kills the
+  caller even where SIGPIPE has its default action (a CLI that restores it).
 """
 
 from __future__ import annotations
@@ -38,6 +42,23 @@ _EOF_GRACE_S = 0.25
 _KILL_WAIT_S = 2.0
 
 _pending_reaps: set[ChildProcess] = set()
+_SIGPIPE = {signal.SIGPIPE}
+
+
+def write_no_sigpipe(fd: int, data: bytes | memoryview) -> int:
+    """``os.write`` that reports a closed pipe as ``BrokenPipeError`` and never as a
+    SIGPIPE, whatever SIGPIPE's disposition (SIGPIPE is sent to the writing thread,
+    so blocking it for this thread and taking it back leaves no trace)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGPIPE)
+    try:
+        return os.write(fd, data)
+    except BrokenPipeError:
+        if signal.SIGPIPE not in old:
+            signal.sigtimedwait(_SIGPIPE, 0)
+        raise
+    finally:
+        if signal.SIGPIPE not in old:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @dataclass(slots=True)
@@ -174,10 +195,10 @@ class ChildProcess:
         def on_writable() -> None:
             nonlocal view
             try:
-                written = os.write(in_fd, view[:_CHUNK])
+                written = write_no_sigpipe(in_fd, view[:_CHUNK])
             except BlockingIOError:
                 return
-            except OSError:  # EPIPE: the child does not read its stdin
+            except OSError:  # EPIPE: the child does not read its stdin; the rest is dropped
                 close_stdin()
                 return
             view = view[written:]
