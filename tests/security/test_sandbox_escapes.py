@@ -274,3 +274,30 @@ def test_request_env_acts_only_on_the_command(server: Server) -> None:
                 pass
     t.join()
     assert not seen
+
+
+SOCKET_FAMILY_PROBE = """
+import errno, socket
+# AF_UNIX, AF_INET, AF_INET6, AF_NETLINK; then AF_VSOCK, AF_PACKET, AF_BLUETOOTH, AF_ALG, 0.
+for family, kind in ((1, 1), (2, 2), (10, 2), (16, 3), (40, 1), (17, 3), (31, 1), (38, 5), (0, 1)):
+    try:
+        socket.socket(family, kind, 0).close()
+        print(family, "ok")
+    except OSError as e:
+        print(family, errno.errorcode.get(e.errno, e.errno))
+try:
+    socket.socketpair(socket.AF_UNIX).__class__
+    print("socketpair-unix ok")
+except OSError as e:
+    print("socketpair-unix", errno.errorcode.get(e.errno, e.errno))
+"""
+
+
+def test_socket_families_beyond_unix_inet_netlink_are_refused(server: Server) -> None:
+    # AF_VSOCK is not confined by the network namespace: it must not even open.
+    _, body = py(server, SOCKET_FAMILY_PROBE)
+    lines = body["stdout"].splitlines()
+    assert lines[:4] == ["1 ok", "2 ok", "10 ok", "16 ok"], body
+    assert lines[4:9] == ["40 EAFNOSUPPORT", "17 EAFNOSUPPORT", "31 EAFNOSUPPORT",
+                          "38 EAFNOSUPPORT", "0 EAFNOSUPPORT"], body
+    assert lines[9] == "socketpair-unix ok", body

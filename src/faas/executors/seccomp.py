@@ -5,8 +5,16 @@ command has no business making (tracing other processes, mounting, the kernel
 keyring, BPF, perf, loading kernels or modules, creating or entering
 namespaces, io_uring, clock and swap changes, ...), answer ``clone3`` with
 ENOSYS so libc falls back to ``clone`` (whose flags a filter can inspect), and
-refuse ``clone`` with any CLONE_NEW* flag. A system call from a foreign ABI
-(x32, or a non-x86-64 architecture) kills the process.
+refuse ``clone`` with any CLONE_NEW* flag, and refuse ``socket``/``socketpair``
+for every address family but unix, inet, inet6 and netlink with EAFNOSUPPORT
+(AF_VSOCK and friends are not confined by a network namespace: "no network"
+would not hold). A system call from a foreign ABI (x32, or a non-x86-64
+architecture) kills the process.
+
+The policy is declarative (``BLOCKED_X86_64``, ``CLONE_NEW_MASK``,
+``SYS_CLONE3``, ``ALLOWED_SOCKET_FAMILIES``); this module renders it as a
+classic-BPF program, ``faas.executors.docker_seccomp`` renders the same
+policy as a Docker seccomp profile.
 
 bubblewrap loads the program (``--seccomp FD``) right before it executes the
 command, after its own mounts are done.
@@ -39,6 +47,14 @@ CLONE_NEW_MASK = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 
 
 SYS_CLONE = 56
 SYS_CLONE3 = 435
+SYS_SOCKET = 41
+SYS_SOCKETPAIR = 53
+
+#: Address families ``socket``/``socketpair`` may name (arg0, read as the
+#: kernel does: a 32-bit int); any other fails with EAFNOSUPPORT.
+ALLOWED_SOCKET_FAMILIES: dict[str, int] = {
+    "AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16,
+}
 
 #: x86-64 system calls refused with EPERM, by name (the numbers are the ABI's).
 BLOCKED_X86_64: dict[str, int] = {
@@ -68,9 +84,13 @@ def supported() -> tuple[bool, str]:
     return True, "x86_64 filter"
 
 
-def build_filter(blocked: dict[str, int] | None = None) -> bytes:
+def build_filter(
+    blocked: dict[str, int] | None = None, *, families: dict[str, int] | None = None,
+) -> bytes:
     """The filter program as bytes of ``struct sock_filter``, ready for ``--seccomp``."""
     numbers = sorted(set((blocked or BLOCKED_X86_64).values()))
+    allowed = sorted(set((families or ALLOWED_SOCKET_FAMILIES).values()))
+    k = len(allowed)
     eperm = _RET_ERRNO | errno.EPERM
     prog = [
         _insn(_LD_W_ABS, 0, 0, _ARCH),
@@ -89,6 +109,15 @@ def build_filter(blocked: dict[str, int] | None = None) -> bytes:
         _insn(_LD_W_ABS, 0, 0, _ARG0),  # low 32 bits of the flags (little-endian)
         _insn(_JSET_K, 0, 1, CLONE_NEW_MASK),
         _insn(_RET_K, 0, 0, eperm),
+        _insn(_RET_K, 0, 0, _RET_ALLOW),
+        # socket(2) and socketpair(2): the family is arg0, an int (its low 32 bits).
+        _insn(_JEQ_K, 1, 0, SYS_SOCKET),
+        _insn(_JEQ_K, 0, k + 3, SYS_SOCKETPAIR),
+        _insn(_LD_W_ABS, 0, 0, _ARG0),
+    ]
+    prog += [_insn(_JEQ_K, k - i, 0, family) for i, family in enumerate(allowed)]
+    prog += [
+        _insn(_RET_K, 0, 0, _RET_ERRNO | errno.EAFNOSUPPORT),
         _insn(_RET_K, 0, 0, _RET_ALLOW),
         _insn(_RET_K, 0, 0, _RET_ALLOW),
     ]
