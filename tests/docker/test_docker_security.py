@@ -270,3 +270,54 @@ async def test_file_size_limit(executor: DockerExecutor) -> None:
     ))
     assert int(result.stdout.split()[-1]) <= MiB, result
 
+
+
+SOCKET_FAMILY_PROBE = """
+import errno, socket
+# AF_UNIX, AF_INET, AF_INET6, AF_NETLINK; then AF_VSOCK, AF_PACKET, AF_ALG, 0.
+for family, kind in ((1, 1), (2, 2), (10, 2), (16, 3), (40, 1), (17, 3), (38, 5), (0, 1)):
+    try:
+        socket.socket(family, kind, 0).close()
+        print(family, "ok")
+    except OSError as e:
+        print(family, errno.errorcode.get(e.errno, e.errno))
+"""
+
+
+async def test_vsock_and_other_socket_families_are_refused(executor: DockerExecutor) -> None:
+    # AF_VSOCK is not confined by --network none; Docker's stock profile lets it open.
+    result = await executor.run(make_spec(["python3", "-c", SOCKET_FAMILY_PROBE]))
+    lines = result.stdout.decode().splitlines()
+    assert lines[:4] == ["1 ok", "2 ok", "10 ok", "16 ok"], result
+    assert lines[4:] == ["40 EAFNOSUPPORT", "17 EAFNOSUPPORT", "38 EAFNOSUPPORT",
+                         "0 EAFNOSUPPORT"], result
+
+
+@pytest.mark.parametrize("which", ["docker-default+families", "generated"])
+async def test_both_default_profiles_refuse_vsock(
+    docker_image: str, which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faas.executors import docker_seccomp
+    if which == "generated":
+        monkeypatch.setattr(docker_seccomp, "DEFAULT_PROFILE_PATHS", ())
+    elif docker_seccomp.docker_default_profile() is None:
+        pytest.skip(f"no copy of Docker's default profile: {docker_seccomp.DEFAULT_PROFILE_PATHS}")
+    ex = DockerExecutor(default_image=docker_image)
+    try:
+        assert ex.seccomp_source == which
+        result = await ex.run(make_spec(["python3", "-c", SOCKET_FAMILY_PROBE + SYSCALL_PROBE]))
+    finally:
+        await ex.aclose()
+    out = result.stdout.decode()
+    assert "40 EAFNOSUPPORT" in out and "2 ok" in out, result
+    assert out.count("denied") == 6 and "ALLOWED" not in out, out
+
+
+async def test_proc_cmdline_shows_nothing_of_the_host(executor: DockerExecutor) -> None:
+    host = Path("/proc/cmdline").read_text().split()
+    result = await executor.run(make_spec(
+        ["sh", "-c", "cat /proc/cmdline; echo; cat /proc/keys /proc/kcore 2>&1 | head -c 100"],
+    ))
+    assert result.exit_code == 0, result
+    seen = result.stdout.decode().split()
+    assert not set(host) & set(seen), (host, seen)

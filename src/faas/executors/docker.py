@@ -6,7 +6,8 @@ half-closes it, drains the multiplexed stdout/stderr stream into capped
 buffers, waits for the exit status and removes the container: on success,
 failure, timeout, cancellation and ``aclose()`` alike. Containers run with no
 network, a read-only root, a size-capped tmpfs ``/tmp``, all capabilities
-dropped, ``no-new-privileges``, Docker's default seccomp profile (or one you
+dropped, ``no-new-privileges``, a seccomp profile that also refuses socket
+families other than unix/inet/inet6/netlink (``docker_seccomp``; or one you
 give), memory (no swap), pids and CPU limits, rlimits, logging off (output
 never lands on the host disk) and a non-root user.
 
@@ -54,6 +55,7 @@ from faas.errors import (
     ShuttingDown,
     ValidationError,
 )
+from faas.executors import docker_seccomp
 from faas.executors.base import Availability
 from faas.models import ExecutionSpec, InvocationResult
 
@@ -83,6 +85,13 @@ _SIGKILL_STATUS = 128 + 9
 _DRAIN_AFTER_KILL_S = 0.5
 _SHM_MAX = 64 * 1024 * 1024
 _GUEST_TMP = "/tmp"  # noqa: S108 (the container's own tmpfs, not the host's /tmp)
+# Setting MaskedPaths replaces Docker's defaults (moby oci/defaults.go): keep them
+# all and add /proc/cmdline, which shows the host's kernel boot arguments.
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/cmdline",
+)
 _T = TypeVar("_T")
 
 
@@ -206,8 +215,10 @@ class DockerExecutor:
                         ``None`` uses the daemon's default (runc).
     ``user``            ``uid:gid`` the command runs as (default nobody, 65534:65534).
     ``init``            run Docker's tiny init as PID 1 (reaps zombies, forwards signals).
-    ``seccomp_profile`` path to a JSON seccomp profile stricter than Docker's default;
-                        ``None`` keeps Docker's default profile (never unconfined).
+    ``seccomp_profile`` path to a JSON seccomp profile of your own, passed unchanged;
+                        ``None`` passes ``docker_seccomp.profile()``: Docker's default
+                        plus the socket-family rule, or the same policy as the
+                        namespace sandbox's filter (never unconfined).
     ``api_timeout_s``   bound on each control call (create, start, remove...).
     ``name``            the executor's name in results and in the registry.
     """
@@ -240,7 +251,10 @@ class DockerExecutor:
                 raise ValidationError(
                     f"cannot read seccomp profile {seccomp_profile}: {exc}"
                 ) from exc
-            self._security_opt.append(f"seccomp={profile}")
+            self.seccomp_source = str(seccomp_profile)
+        else:
+            profile, self.seccomp_source = docker_seccomp.profile()
+        self._security_opt.append(f"seccomp={profile}")
         self.owner = secrets.token_hex(8)
         if self._endpoint.uds is not None:
             transport = httpx.AsyncHTTPTransport(uds=self._endpoint.uds)
@@ -319,6 +333,7 @@ class DockerExecutor:
                 {"Name": "nofile", "Soft": 1024, "Hard": 1024},
             ],
             "IpcMode": "private",
+            "MaskedPaths": list(MASKED_PATHS),
             "ShmSize": min(tmp_bytes, _SHM_MAX),
             "LogConfig": {"Type": "none", "Config": {}},
             "Init": self.init,
