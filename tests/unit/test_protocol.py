@@ -104,3 +104,32 @@ async def test_agent_answers_garbage_with_an_error_and_closes() -> None:
     assert frame is not None and frame.kind is Kind.ERROR and "magic" in frame.header["error"]
     assert await asyncio.wait_for(proc.stdout.read(), 10) == b""
     await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_agent_runs_commands_with_no_new_privs() -> None:
+    proc = await agent()
+    assert proc.stdin and proc.stdout
+    await read_frame(proc.stdout)
+    proc.stdin.write(AgentRequest(["grep", "NoNewPrivs", "/proc/self/status"],
+                                  {"PATH": "/usr/bin:/bin"}).encode())
+    reply = AgentReply.from_frame(await read_frame(proc.stdout))  # type: ignore[arg-type]
+    assert reply.stdout.split() == [b"NoNewPrivs:", b"1"], reply
+    proc.stdin.close()
+    await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_agent_survives_commands_that_never_read_their_stdin() -> None:
+    """EPIPE on the command's stdin means "stdin dropped": an ordinary reply every time."""
+    proc = await agent()
+    assert proc.stdin and proc.stdout
+    await read_frame(proc.stdout)
+    for argv in (["true"], ["head", "-c", "1"]):
+        for size in (0, 70 * 1024, 6 << 20):
+            proc.stdin.write(AgentRequest(argv, {"PATH": "/usr/bin:/bin"},
+                                          b"y" * size).encode())
+            frame = await asyncio.wait_for(read_frame(proc.stdout), 30)
+            assert frame is not None and frame.kind is Kind.REPLY, (argv, size, frame)
+            reply = AgentReply.from_frame(frame)
+            assert reply.exit_code == 0 and reply.error is None, (argv, size, reply)
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), 10) == 0

@@ -2,7 +2,8 @@
 
 Inside a microVM the init starts it on the virtio-serial port (or vsock) and
 powers the VM off when it returns. ``--stdio`` serves over stdin/stdout, the
-form the tests drive through a pipe. This module imports only the standard
+form the tests drive through a pipe. The agent sets ``no_new_privs`` on itself
+first, so every command it runs inherits it. This module imports only the standard
 library and ``faas.agent``/``faas.errors`` so the guest needs nothing else.
 """
 
@@ -10,11 +11,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
 import socket
 import sys
 
 from faas.agent.server import serve_stream
+
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def set_no_new_privs() -> bool:
+    """Set ``no_new_privs`` on this process, and so on every command it starts:
+    no execve can raise privileges (setuid/setgid bits, file capabilities),
+    even if one such binary slipped into the image. Root may still drop to the
+    commands' uid (that is a setuid(), not an execve). False if refused."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0)
 
 
 async def _streams_for_fds(
@@ -63,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.uid is None) != (args.gid is None):
         parser.error("--uid and --gid go together")
+    if not set_no_new_privs():
+        print("faas-agent: cannot set no_new_privs", file=sys.stderr)
     return asyncio.run(_main(args))
 
 

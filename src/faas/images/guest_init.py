@@ -6,6 +6,10 @@ built in can boot the ext4 image directly with ``init=/sbin/faas-init``):
 1. mounts proc, sys, devtmpfs, and the per-VM scratch disk (``/dev/vdb``,
    when present) on ``/tmp``, else a tmpfs; the root disk stays read-only;
 2. brings up loopback only (the VM has no other network device);
+   defence in depth against guest kernel bugs: unprivileged user namespaces
+   are disabled (``user.max_user_namespaces=0``), the root is (re)mounted
+   ``nosuid,nodev`` if it is not already (the rootfs build also strips every
+   setuid/setgid bit) and the agent runs commands with ``no_new_privs``;
 3. entropy: the initramfs loads virtio-rng, whose hwrng thread credits the
    host's randomness to the kernel pool, so ``getrandom()`` does not block
    by the time the agent starts (a test checks this);
@@ -35,9 +39,14 @@ export PATH
 [ -d /sys/class ] || mount -t sysfs -o nosuid,nodev,noexec sys /sys
 [ -b /dev/vda ] || mount -t devtmpfs -o nosuid,mode=0755 dev /dev
 tmp_mounted=""
-while read -r _dev mnt _rest; do
+root_nosuid=""
+while read -r _dev mnt _type opts _rest; do
     [ "$mnt" = /tmp ] && tmp_mounted=1
+    case "$mnt,$opts" in
+        /,*nosuid*) root_nosuid=1 ;;
+    esac
 done < /proc/mounts
+[ -n "$root_nosuid" ] || mount -o remount,ro,nosuid,nodev /
 if [ -z "$tmp_mounted" ]; then
     if [ -b /dev/vdb ] && mount -t ext4 -o nosuid,nodev /dev/vdb /tmp; then
         chmod 1777 /tmp
@@ -46,6 +55,7 @@ if [ -z "$tmp_mounted" ]; then
     fi
 fi
 echo 1 > /proc/sys/kernel/panic_on_oops
+echo 0 > /proc/sys/user/max_user_namespaces
 echo 0x9 > /sys/class/net/lo/flags
 read -r cmdline < /proc/cmdline
 channel="--path"

@@ -2,7 +2,7 @@
 
 Written directly as an uncompressed ``newc`` cpio archive (no ``cpio`` tool
 needed; uncompressed unpacks fastest under TCG). ``/init`` loads the modules
-in order, mounts ``/dev/vda`` read-only on ``/newroot``, and proc, sys and
+in order, mounts ``/dev/vda`` read-only, ``nosuid`` and ``nodev`` on ``/newroot``, and proc, sys and
 the scratch disk ``/dev/vdb`` (else a tmpfs) under it with static busybox
 (cheaper than the rootfs's dynamically linked tools under TCG), moves
 ``/dev`` there and ``switch_root``s into ``/sbin/faas-init``. If anything fails it prints
@@ -30,7 +30,7 @@ while [ ! -b /dev/vda ]; do
     n=$((n + 1)); [ $n -gt 200 ] && fail "no root disk /dev/vda"
     $B usleep 10000
 done
-$B mount -t ext4 -o ro /dev/vda /newroot || fail "cannot mount /dev/vda"
+$B mount -t ext4 -o ro,nosuid,nodev /dev/vda /newroot || fail "cannot mount /dev/vda"
 $B mount -t proc -o nosuid,nodev,noexec proc /newroot/proc || fail "cannot mount /proc"
 $B mount -t sysfs -o nosuid,nodev,noexec sys /newroot/sys || fail "cannot mount /sys"
 if [ -b /dev/vdb ] && $B mount -t ext4 -o nosuid,nodev /dev/vdb /newroot/tmp; then

@@ -10,7 +10,9 @@ Inside the tree:
 * ``/opt/faas/faas/`` holds ``errors.py``, ``agent/`` and a bare package
   ``__init__``, precompiled to unchecked-hash ``.pyc`` so the read-only guest
   never compiles at start: ``PYTHONPATH=/opt/faas python3 -m faas.agent``;
-* ``/sbin/faas-init`` is the VM's PID 1 (see ``guest_init``).
+* ``/sbin/faas-init`` is the VM's PID 1 (see ``guest_init``);
+* no file keeps a setuid or setgid bit (``su``, ``mount``, ... are stripped by
+  a customize hook): no tier's command can gain privileges through one.
 
 The agent imports only the standard library, ``faas.agent`` and
 ``faas.errors``; ``agent_sources`` checks that and refuses to build otherwise.
@@ -37,7 +39,7 @@ from faas.images.common import (
 )
 from faas.images.guest_init import INIT_SCRIPT
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 SUITE = "bookworm"
 MIRROR = os.environ.get("FAAS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ("python3", "coreutils", "dash", "mount", "util-linux")
@@ -50,6 +52,8 @@ DPKG_OPTIONS = (
     "path-exclude=/usr/share/lintian/*",
 )
 GUEST_AGENT_DIR = "/opt/faas"
+# Run by mmdebstrap on the finished tree ("$1"): no setuid/setgid file survives.
+STRIP_SETID_HOOK = 'find "$1" -xdev -type f -perm /6000 -exec chmod ug-s {} +'
 _AGENT_ROOT_IMPORTS = {"faas"}
 
 
@@ -92,7 +96,7 @@ def _check_imports(name: str, source: bytes) -> None:
 
 def rootfs_key() -> str:
     parts: list[bytes | str] = [BUILDER_VERSION, SUITE, MIRROR, *PACKAGES, *DPKG_OPTIONS,
-                                INIT_SCRIPT]
+                                INIT_SCRIPT, STRIP_SETID_HOOK]
     for name, data in agent_sources():
         parts += [name, data]
     return inputs_hash(parts)
@@ -149,6 +153,7 @@ def _build(target: Path) -> None:
             f"--include={','.join(PACKAGES)}",
             *(f"--dpkgopt={opt}" for opt in DPKG_OPTIONS),
             f"--customize-hook=sync-in {staging} /",
+            f"--customize-hook={STRIP_SETID_HOOK}",
             SUITE, partial, MIRROR,
         ]
         try:

@@ -28,7 +28,7 @@ BASE_CMDLINE = (
     "console=ttyS0", "quiet", "panic=-1", "root=/dev/vda", "ro", "rootfstype=ext4",
     "init=/sbin/faas-init", "i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd",
     "tsc=reliable", "no_timer_check", "cryptomgr.notests", "random.trust_cpu=on",
-    "8250.nr_uarts=1", "nokaslr", "pci=off",
+    "8250.nr_uarts=1", "pci=off",
 )
 
 
