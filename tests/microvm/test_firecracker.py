@@ -77,10 +77,10 @@ def test_jailed_command_lays_out_the_chroot(fake_images: GuestImages, tmp_path: 
     workdir = tmp_path / "faas-vm-jail"
     workdir.mkdir()
     (workdir / "scratch.ext4").write_bytes(b"scratch")
-    argv = driver.command(VMConfig(images=fake_images, vsock=True), workdir)
+    argv = driver.command(VMConfig(images=fake_images, vsock=True), workdir, 300007)
     assert argv[:3] == ["/opt/fc/jailer", "--id", "faas-vm-jail"]
     assert argv[argv.index("--exec-file") + 1] == "/opt/fc/firecracker"
-    assert argv[argv.index("--uid") + 1] == "65534"
+    assert argv[argv.index("--uid") + 1] == argv[argv.index("--gid") + 1] == "300007"
     assert argv[argv.index("--chroot-base-dir") + 1] == str(workdir / "jail")
     assert argv[argv.index("--") + 1:] == ["--no-api", "--config-file", "config.json",
                                             "--level", "Warning"]
@@ -91,7 +91,7 @@ def test_jailed_command_lays_out_the_chroot(fake_images: GuestImages, tmp_path: 
     for name in ("vmlinux", "rootfs.ext4", "initrd.cpio"):
         assert (root / name).read_bytes() == name.encode()
     assert (root / "vmlinux").stat().st_ino == fake_images.kernel.stat().st_ino  # hard link
-    assert (root / "scratch.ext4").stat().st_uid == 65534
+    assert (root / "scratch.ext4").stat().st_uid == 300007
     channel = driver.channel(VMConfig(images=fake_images), workdir)
     assert isinstance(channel, HybridVsockChannel) and channel.uds_path == root / "v.sock"
 

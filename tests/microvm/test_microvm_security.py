@@ -15,6 +15,7 @@ import pytest
 from microvm_support import host_children_and_threads, make_spec, vmm_pids
 
 from faas.executors.microvm import QemuExecutor
+from faas.models import Limits
 
 pytestmark = pytest.mark.microvm
 
@@ -153,3 +154,51 @@ async def test_entropy_is_seeded_by_virtio_rng(qemu: QemuExecutor) -> None:
               "python3 -c 'import os; print(len(os.getrandom(32, os.GRND_NONBLOCK)))'")
     r = await qemu.run(make_spec(["/bin/sh", "-c", script]))
     assert r.stdout == b"virtio_rng.0\n32\n", r.stderr
+
+
+def _ids(pid: int) -> tuple[set[int], set[int]]:
+    """(real/effective/saved/fs uids, the same gids) of a host process."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    field = {line.split(":")[0]: line.split()[1:] for line in status if ":" in line}
+    return {int(u) for u in field["Uid"]}, {int(g) for g in field["Gid"]}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root server can give QEMU a uid")
+async def test_each_vmm_runs_as_a_host_uid_of_its_own(qemu: QemuExecutor) -> None:
+    """Not root, not the containers' nobody (65534), not a namespace sandbox's uid
+    (200000 + slot), and two VMs running at once never share one."""
+    vms = await asyncio.gather(qemu.start_vm(Limits()), qemu.start_vm(Limits()))
+    try:
+        uids = []
+        for vm in vms:
+            assert vm.pid is not None
+            vm_uids, vm_gids = _ids(vm.pid)
+            assert len(vm_uids) == 1 and len(vm_gids) == 1, (vm_uids, vm_gids)
+            uid = vm_uids.pop()
+            assert uid not in (0, 65534) and not 200_000 <= uid < 300_000, uid
+            assert vm_gids.pop() not in (0, 65534)
+            uids.append(uid)
+        assert uids[0] != uids[1], uids
+    finally:
+        for vm in vms:
+            await vm.kill()
+
+
+async def test_guest_defence_in_depth(qemu: QemuExecutor) -> None:
+    """Even a command that owned a guest kernel bug would have less to work with:
+    no unprivileged user namespaces, no setuid/setgid file, KASLR not turned off,
+    and no_new_privs on the command."""
+    script = ("unshare -U true 2>/dev/null && echo USERNS-ALLOWED; "
+              "echo setid: $(find / -xdev -type f -perm /6000 2>/dev/null); "
+              "while read -r _d mnt _t opts _r; do [ \"$mnt\" = / ] && echo root: $opts; "
+              "done < /proc/mounts; "
+              "cat /proc/cmdline; grep NoNewPrivs /proc/self/status; exit 0")
+    r = await qemu.run(make_spec(["/bin/sh", "-c", script]))
+    lines = r.stdout.decode().splitlines()
+    assert "USERNS-ALLOWED" not in lines, lines
+    assert "setid:" in lines, lines  # no setuid/setgid file anywhere on the root disk
+    root_opts = next(line for line in lines if line.startswith("root: ")).split()[1]
+    assert "nosuid" in root_opts.split(","), root_opts
+    cmdline = next(line for line in lines if "faas-init" in line)
+    assert "nokaslr" not in cmdline.split(), cmdline
+    assert lines[-1].split() == ["NoNewPrivs:", "1"], lines

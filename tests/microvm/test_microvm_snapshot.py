@@ -18,6 +18,7 @@ from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.qemu import QemuDriver
 from faas.executors.microvm.snapshot import KEEP_SNAPSHOTS, SnapshotStore, snapshot_key
 from faas.images.build import GuestImages
+from faas.instance import instance_id
 
 pytestmark = pytest.mark.microvm
 
@@ -105,9 +106,13 @@ def test_prune_keeps_recent_snapshots_and_removes_abandoned_partials(tmp_path: P
         os.utime(tmp_path / f"key{i}", (i, i))
     (tmp_path / "keyx.partial-999999999").mkdir()
     (tmp_path / f"keyy.partial-{os.getpid()}").mkdir()  # a live builder: kept
+    (tmp_path / f"keyz.partial-{instance_id()}").mkdir()  # a live server: kept
+    (tmp_path / "keyw.partial-1x1").mkdir()  # a dead server's
     removed = SnapshotStore(tmp_path, run_dir=None, timeout_s=1).prune()
-    assert sorted(p.name for p in removed) == ["key0", "key1", "key2", "keyx.partial-999999999"]
+    assert sorted(p.name for p in removed) == ["key0", "key1", "key2", "keyw.partial-1x1",
+                                               "keyx.partial-999999999"]
     assert (tmp_path / f"keyy.partial-{os.getpid()}").is_dir()
+    assert (tmp_path / f"keyz.partial-{instance_id()}").is_dir()
 
 
 async def test_restore_beats_boot(restoring: QemuExecutor) -> None:

@@ -21,7 +21,7 @@ def _opt(argv: list[str], flag: str) -> list[str]:
 def test_tcg_command_line(tmp_path: Path) -> None:
     driver = QemuDriver("/usr/bin/qemu-system-x86_64", "tcg")
     config = VMConfig(images=IMAGES, vcpus=2, memory_mib=384)
-    argv = driver.command(config, tmp_path)
+    argv = driver.command(config, tmp_path, 300005)
     assert argv[0] == "/usr/bin/qemu-system-x86_64"
     assert "rtc=on" in _opt(argv, "-M")[0] and "-no-reboot" in argv and "-nodefaults" in argv
     assert _opt(argv, "-accel")[0].startswith("tcg") and _opt(argv, "-cpu") == ["max"]
@@ -39,9 +39,14 @@ def test_tcg_command_line(tmp_path: Path) -> None:
     assert "panic=-1" in cmdline and "quiet" in cmdline
     if (khz := host_tsc_khz()) is not None:
         assert f"tsc_early_khz={khz}" in cmdline
-    assert ("-runas" in argv) == (os.geteuid() == 0)
+    assert _opt(argv, "-runas") == (["300005:300005"] if os.geteuid() == 0 else [])
     sandbox = _opt(argv, "-sandbox")[0]
     assert sandbox.startswith("on,") and "spawn=deny" in sandbox
+    assert ("elevateprivileges=allow" in sandbox) == (os.geteuid() == 0)
+    assert "nokaslr" not in cmdline
+    without_uid = driver.command(config, tmp_path)
+    assert "-runas" not in without_uid and "elevateprivileges=deny" in _opt(without_uid,
+                                                                          "-sandbox")[0]
     assert isinstance(driver.channel(config, tmp_path), UnixListenChannel)
 
 

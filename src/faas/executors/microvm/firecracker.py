@@ -11,7 +11,8 @@ reaches it through Firecracker's unix socket with the ``CONNECT <port>``
 handshake (see ``channel.HybridVsockChannel``).
 
 With the jailer (found next to the binary, or ``FC_JAILER_PATH``, and we are
-root) Firecracker runs chrooted in ``<workdir>/jail`` as ``nobody``; the
+root) Firecracker runs chrooted in ``<workdir>/jail`` as the host uid its
+``MicroVM`` leased (``JAIL_UID``, ``nobody``, only when none is given); the
 images are hard-linked into the chroot (copied if on another filesystem).
 ``FAAS_FC_JAILER=0`` turns it off.
 """
@@ -37,7 +38,7 @@ from faas.images.common import ImageBuildError, default_cache_dir
 CANARY_TIMEOUT_S = 10.0
 GUEST_CID = 3
 FC_CMDLINE = ("reboot=k",)
-JAIL_UID = JAIL_GID = 65534
+JAIL_UID = 65534
 _VSOCK_NAME = "v.sock"
 
 
@@ -84,7 +85,8 @@ class FirecrackerDriver:
     def channel(self, config: VMConfig, workdir: Path) -> Channel:
         return HybridVsockChannel(self._root(workdir) / _VSOCK_NAME, config.agent_port)
 
-    def command(self, config: VMConfig, workdir: Path) -> list[str]:
+    def command(self, config: VMConfig, workdir: Path, uid: int | None = None) -> list[str]:
+        """``uid``: the jailer drops Firecracker to it (else ``JAIL_UID``)."""
         images = config.images
         if not self.use_jailer:
             doc = firecracker_config(
@@ -95,9 +97,9 @@ class FirecrackerDriver:
             (workdir / "config.json").write_text(json.dumps(doc))
             return [str(self.binaries.firecracker), "--no-api", "--config-file",
                     str(workdir / "config.json"), "--level", "Warning"]
-        return self._jailed_command(config, workdir)
+        return self._jailed_command(config, workdir, JAIL_UID if uid is None else uid)
 
-    def _jailed_command(self, config: VMConfig, workdir: Path) -> list[str]:
+    def _jailed_command(self, config: VMConfig, workdir: Path, uid: int) -> list[str]:
         images, root = config.images, self._root(workdir)
         root.mkdir(parents=True)
         for src, name in ((images.kernel, "vmlinux"), (images.rootfs, "rootfs.ext4"),
@@ -105,7 +107,7 @@ class FirecrackerDriver:
             if src is not None:
                 _link_or_copy(src, root / name)
         (workdir / "scratch.ext4").replace(root / "scratch.ext4")
-        os.chown(root / "scratch.ext4", JAIL_UID, JAIL_GID)
+        os.chown(root / "scratch.ext4", uid, uid)
         doc = firecracker_config(config, kernel="vmlinux", rootfs="rootfs.ext4",
                                  scratch="scratch.ext4",
                                  initrd="initrd.cpio" if images.initrd else None,
@@ -115,7 +117,7 @@ class FirecrackerDriver:
         if jailer is None:
             raise ExecutorUnavailable("firecracker: the jailer was requested but not found")
         return [str(jailer), "--id", workdir.name, "--exec-file",
-                str(self.binaries.firecracker), "--uid", str(JAIL_UID), "--gid", str(JAIL_GID),
+                str(self.binaries.firecracker), "--uid", str(uid), "--gid", str(uid),
                 "--chroot-base-dir", str(workdir / "jail"), "--",
                 "--no-api", "--config-file", "config.json", "--level", "Warning"]
 

@@ -5,7 +5,9 @@ KVM is used only when a canary boot proves it runs our guest (on hosts whose
 host-agent channel is vsock when ``/dev/vhost-vsock`` exists, else a
 virtio-serial port whose chardev connects to a unix socket the host listens
 on. QEMU runs with ``-no-reboot`` (the guest's reset is an exit), its
-seccomp sandbox on, and, when started as root, drops to ``nobody``.
+seccomp sandbox on, and, when started as root, drops to the host uid its
+``MicroVM`` leased for it (``-runas UID:GID``, which QEMU 7.2 accepts: one uid
+per running VM from ``FAAS_VMM_UID_BASE``, never the containers' ``nobody``).
 """
 
 from __future__ import annotations
@@ -85,8 +87,11 @@ class QemuDriver:
             return VsockChannel(self._cid, config.agent_port)
         return UnixListenChannel(workdir / "agent.sock")
 
-    def command(self, config: VMConfig, workdir: Path) -> list[str]:
+    def command(self, config: VMConfig, workdir: Path, uid: int | None = None) -> list[str]:
+        """``uid``: QEMU drops to it (and gid ``uid``) once its files are open; only
+        when we are root (and ``FAAS_QEMU_RUNAS`` is not 0)."""
         images = config.images
+        runas = uid is not None and self._runas()
         cpu = ["-cpu", "host"] if self.accel == "kvm" else ["-cpu", "max"]
         accel = "kvm" if self.accel == "kvm" else "tcg,tb-size=256"
         argv = [
@@ -102,7 +107,7 @@ class QemuDriver:
                       "cache=unsafe",
             "-device", "virtio-blk-device,drive=scratch",
             "-device", "virtio-rng-device",
-            *self._sandbox(),
+            *self._sandbox(runas),
         ]
         if images.initrd is not None:
             argv += ["-initrd", str(images.initrd)]
@@ -112,19 +117,20 @@ class QemuDriver:
             argv += ["-chardev", f"socket,id=agent,path={_escape(workdir / 'agent.sock')}",
                      "-device", "virtio-serial-device,max_ports=2",
                      "-device", f"virtserialport,chardev=agent,name={SERIAL_PORT_NAME}"]
-        if self._runas():
-            argv += ["-runas", "nobody"]
+        if runas:
+            argv += ["-runas", f"{uid}:{uid}"]
         return argv
 
     @staticmethod
     def _runas() -> bool:
         return os.geteuid() == 0 and os.environ.get("FAAS_QEMU_RUNAS", "1") != "0"
 
-    def _sandbox(self) -> list[str]:
+    @staticmethod
+    def _sandbox(runas: bool) -> list[str]:
         """QEMU's seccomp filter; it must allow the one setuid that ``-runas`` makes."""
         if os.environ.get("FAAS_QEMU_SANDBOX", "1") == "0":
             return []
-        elevate = "allow" if self._runas() else "deny"
+        elevate = "allow" if runas else "deny"
         return ["-sandbox", f"on,obsolete=deny,elevateprivileges={elevate},spawn=deny,"
                             "resourcecontrol=deny"]
 

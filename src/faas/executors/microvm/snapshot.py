@@ -9,7 +9,7 @@ Taking a snapshot (once per key, see ``snapshot_key``):
    ``stop``ped first: the saved run state would then be "paused" and every
    restored VM would stay paused; an idle guest converges at once anyway.
    At the end of a migration QEMU reopens its drives read-only, which as
-   ``nobody`` (``-runas``) needs its work folder traversable: the folder is
+   its own uid (``-runas``) needs its work folder traversable: the folder is
    made 0711 for this VM (it holds nothing of a user's), and where the run
    folder above it is closed to others the VM keeps root instead (it runs
    only our own image, never a user's command);
@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from faas import instance
 from faas.errors import SandboxError
 from faas.executors.microvm.canary import file_identity
 from faas.executors.microvm.channel import Channel
@@ -109,11 +110,11 @@ class _DerivedDriver:
 class _SaveDriver(_DerivedDriver):
     """The normal QEMU command line plus a QMP socket, for the VM that is saved."""
 
-    def command(self, config: VMConfig, workdir: Path) -> list[str]:
-        argv = self.base.command(config, workdir)
+    def command(self, config: VMConfig, workdir: Path, uid: int | None = None) -> list[str]:
+        argv = self.base.command(config, workdir, uid)
         if "-runas" in argv:
             if _others_can_reach(workdir.parent):
-                workdir.chmod(0o711)  # QEMU as nobody reopens the scratch disk read-only
+                workdir.chmod(0o711)  # QEMU, no longer root, reopens the scratch disk
             else:
                 i = argv.index("-runas")
                 del argv[i:i + 2]
@@ -135,8 +136,8 @@ class RestoreDriver(_DerivedDriver):
         super().__init__(base)
         self.snapshot = snapshot
 
-    def command(self, config: VMConfig, workdir: Path) -> list[str]:
-        argv = self.base.command(config, workdir)
+    def command(self, config: VMConfig, workdir: Path, uid: int | None = None) -> list[str]:
+        argv = self.base.command(config, workdir, uid)
         scratch = (f"id=scratch,file={_escape(self.snapshot.scratch)},format=raw,if=none,"
                    "snapshot=on,cache=unsafe")
         for i, arg in enumerate(argv):
@@ -152,7 +153,7 @@ class RestoreDriver(_DerivedDriver):
 async def take_snapshot(driver: QemuDriver, config: VMConfig, dest: Path, *,
                         run_dir: Path | None, timeout_s: float) -> Snapshot:
     """Boot ``config``, save it into ``dest`` (made atomically); raises ``SandboxError``."""
-    partial = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
+    partial = dest.with_name(f"{dest.name}.partial-{instance.instance_id()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     vm = MicroVM(_SaveDriver(driver), config, run_dir=run_dir)
@@ -325,8 +326,7 @@ class SnapshotStore:
         kept = []
         for entry in entries:
             if ".partial-" in entry.name:
-                pid = entry.name.rsplit("-", 1)[1]
-                if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+                if not _builder_alive(entry.name.rsplit("-", 1)[1]):
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry)
             elif entry.is_dir() and entry not in current:
@@ -336,3 +336,11 @@ class SnapshotStore:
             shutil.rmtree(old, ignore_errors=True)
             removed.append(old)
         return removed
+
+
+def _builder_alive(owner: str) -> bool:
+    """Whether the server named at the end of a ``.partial-`` folder still runs: an
+    instance id (``faas.instance``), or a bare pid from older servers."""
+    if instance.parse(owner) is not None:
+        return instance.alive(owner)
+    return owner.isdigit() and Path(f"/proc/{owner}").exists()

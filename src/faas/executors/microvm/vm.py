@@ -4,7 +4,11 @@
       \\________________ kill() from any state ________________/--> KILLED
 
 ``spawn`` makes a private work folder (scratch disk, channel socket, console
-log, VMM config), prepares the channel and starts the VMM; ``wait_ready``
+log, VMM config; named ``faas-vm-<instance id>-*`` after the server that made
+it), leases the VM its own host uid (``HostUidPool``: when the server runs as
+root the VMM drops to that uid, one per running VM, distinct from the
+containers' ``nobody`` and the sandboxes' range), prepares the channel and
+starts the VMM; ``wait_ready``
 connects to the agent and reads its HELLO (for a VM restored from a snapshot,
 whose agent said HELLO before the snapshot, the host first sends a PING with
 fresh entropy and the agent answers with a new HELLO); ``run`` sends one
@@ -20,7 +24,7 @@ Teardown order in ``kill()`` (idempotent; cancellation-safe):
 1. close the channel (our sockets, the listening socket file);
 2. SIGKILL the VMM's process group;
 3. wait (bounded) for the exit, reap it, close the pidfd;
-4. remove the work folder.
+4. remove the work folder, give the host uid back.
 If the wait is cut short (cancellation), the reap and removal happen in a
 loop callback as soon as the process is gone, so nothing is left behind.
 """
@@ -41,6 +45,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from faas import instance
 from faas.agent.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
 from faas.errors import AgentProtocolError, FaasError, SandboxError
 from faas.executors.microvm.channel import Channel, Streams
@@ -71,9 +76,54 @@ class Driver(Protocol):
 
     def channel(self, config: VMConfig, workdir: Path) -> Channel: ...
 
-    def command(self, config: VMConfig, workdir: Path) -> list[str]:
-        """argv that boots ``config``; may write config files into ``workdir``."""
+    def command(self, config: VMConfig, workdir: Path, uid: int | None = None) -> list[str]:
+        """argv that boots ``config``; may write config files into ``workdir``.
+        ``uid``: the host uid (and gid) the VMM must drop to, or None to keep ours."""
         ...
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+# Host uids of VMMs: FAAS_VMM_UID_BASE + slot, one per running VM. Distinct from
+# the containers' 65534 and the namespace sandboxes' 200000 + slot.
+VMM_UID_BASE = _env_int("FAAS_VMM_UID_BASE", 300_000)
+VMM_UIDS = _env_int("FAAS_VMM_UIDS", 1024)
+
+
+class HostUidPool:
+    """Host uids for the VMMs of one server: each running VM holds its own, never shared.
+
+    A uid is leased when the VM is spawned and returned only once its VMM is
+    reaped, so a dying VMM and a new one never share a uid. The uid owns no
+    file on the host: the VMM opens its disks, kernel and sockets as root
+    before it drops to it.
+    """
+
+    def __init__(self, base: int = VMM_UID_BASE, size: int = VMM_UIDS) -> None:
+        self.base, self.size = base, size
+        self._free = list(range(base + size - 1, base - 1, -1))
+
+    def lease(self) -> int:
+        if not self._free:
+            raise SandboxError(f"no free VMM uid (more than {self.size} VMs running)")
+        return self._free.pop()
+
+    def release(self, uid: int) -> None:
+        if self.base <= uid < self.base + self.size and uid not in self._free:
+            self._free.append(uid)
+
+
+_default_uids = HostUidPool()
+
+
+def vmm_drops_privileges() -> bool:
+    """Whether VMMs get a host uid of their own: only a root server can give one."""
+    return os.geteuid() == 0 and os.environ.get("FAAS_QEMU_RUNAS", "1") != "0"
 
 
 # Resolved once in the parent: the child must not dlopen between fork and exec.
@@ -89,7 +139,8 @@ class MicroVM:
     """A single-use VM. Use ``async with`` or call ``kill()`` on every path."""
 
     def __init__(self, driver: Driver, config: VMConfig, *, run_dir: Path | None = None,
-                 restore_from: Path | None = None, warm_up: bool = False) -> None:
+                 restore_from: Path | None = None, warm_up: bool = False,
+                 uids: HostUidPool | None = None) -> None:
         """``restore_from``: a saved VM state the VMM reads on its stdin (the driver's
         command line says so, e.g. QEMU ``-incoming fd:0``); such a VM needs no
         scratch disk of its own here (the driver provides one) and is resumed with
@@ -103,6 +154,8 @@ class MicroVM:
         self.warm_up = warm_up
         self.start_kind = "restored" if restore_from is not None else "cold"
         self.state = VMState.NEW
+        self._uids = uids if uids is not None else _default_uids
+        self.host_uid: int | None = None
         self.workdir: Path | None = None
         self.timings: dict[str, float] = {}
         self._popen: subprocess.Popen[bytes] | None = None
@@ -131,8 +184,11 @@ class MicroVM:
         self._t0 = time.monotonic()
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.workdir = workdir = Path(tempfile.mkdtemp(prefix="faas-vm-", dir=self.run_dir))
+        self.workdir = workdir = Path(tempfile.mkdtemp(prefix=f"faas-vm-{instance.instance_id()}-",
+                                                       dir=self.run_dir))
         self.state = VMState.SPAWNED  # from here on kill() has something to clean
+        if vmm_drops_privileges():
+            self.host_uid = self._uids.lease()
         if self.restore_from is None:
             try:
                 await asyncio.to_thread(make_scratch_disk, workdir / "scratch.ext4",
@@ -141,7 +197,7 @@ class MicroVM:
                 raise SandboxError(f"cannot make the scratch disk: {exc}") from exc
         self._channel = self.driver.channel(self.config, workdir)
         await self._channel.prepare()
-        argv = self.driver.command(self.config, workdir)
+        argv = self.driver.command(self.config, workdir, self.host_uid)
         self._start_process(argv, workdir)
         self.timings["spawn_ms"] = self._ms()
 
@@ -376,8 +432,12 @@ class MicroVM:
             self._pidfd = None
 
     def _remove_workdir(self) -> None:
+        """Remove the work folder and give the uid back (the VMM is reaped, or never ran)."""
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.host_uid is not None:
+            self._uids.release(self.host_uid)
+            self.host_uid = None
 
     # -- diagnostics ---------------------------------------------------------------
     def console_tail(self, limit: int = 2000) -> str:
@@ -425,33 +485,82 @@ def _start_time(pid: int) -> str:
 
 
 def sweep_stale_workdirs(run_dir: Path | None = None, *, min_age_s: float = 60.0) -> list[Path]:
-    """Remove VM work folders whose VMM is gone (left by a server that was SIGKILLed).
+    """Remove VM work folders (and kill their VMMs) left by servers that are gone.
 
-    A folder is stale when the process named in its ``vmm.pid`` no longer
-    exists (or is another process with a reused pid), or when it has no
-    ``vmm.pid`` and is older than ``min_age_s``. The VMMs themselves die with
-    the server (PR_SET_PDEATHSIG), so only files can be left. Returns what
-    was removed.
+    A folder named ``faas-vm-<owner>-*`` belongs to the server instance
+    ``owner`` (see ``faas.instance``): it is swept only when that instance no
+    longer runs, never while it does (two servers may share a run folder).
+    Its VMM, named with its start time in ``vmm.pid``, is SIGKILLed first if
+    it is still the same process and its command line names the folder (a
+    VMM outlives its server when PR_SET_PDEATHSIG did not fire, e.g. its
+    spawning thread had exited); its channel socket, console log and disk
+    overlays go with the folder. Folders without an owner id (older servers)
+    are stale when the process in ``vmm.pid`` is gone, or, without one, when
+    older than ``min_age_s``. Returns what was removed.
     """
     base = run_dir if run_dir is not None else Path(tempfile.gettempdir())
-    removed = []
-    for workdir in base.glob("faas-vm-*"):
+    removed: list[Path] = []
+    try:
+        entries = list(base.glob("faas-vm-*"))
+    except OSError:
+        return removed
+    for workdir in entries:
+        owner = workdir_owner(workdir.name)
         try:
-            pid_text = (workdir / "vmm.pid").read_text().split()
-        except OSError:
-            pid_text = []
-        try:
-            if pid_text:
-                stale = _start_time(int(pid_text[0])) != (pid_text[1] if len(pid_text) > 1
-                                                          else "")
+            if owner is not None:
+                stale = not instance.alive(owner)
             else:
-                stale = time.time() - workdir.stat().st_mtime > min_age_s
+                stale = _stale_without_owner(workdir, min_age_s)
         except (OSError, ValueError):
             continue
-        if stale:
+        if stale and workdir.is_dir():
+            _kill_leftover_vmm(workdir)
             shutil.rmtree(workdir, ignore_errors=True)
             removed.append(workdir)
     return removed
+
+
+def workdir_owner(name: str) -> str | None:
+    """The instance id in a work folder name ``faas-vm-<owner>-<random>``, or None
+    (a folder of an older server, whose random part could look like an id)."""
+    owner = name.removeprefix("faas-vm-").split("-", 1)[0]
+    return owner if name.startswith("faas-vm-") and instance.parse(owner) else None
+
+
+def _stale_without_owner(workdir: Path, min_age_s: float) -> bool:
+    try:
+        pid_text = (workdir / "vmm.pid").read_text().split()
+    except OSError:
+        pid_text = []
+    if pid_text:
+        return _start_time(int(pid_text[0])) != (pid_text[1] if len(pid_text) > 1 else "")
+    return time.time() - workdir.stat().st_mtime > min_age_s
+
+
+def _kill_leftover_vmm(workdir: Path, wait_s: float = 2.0) -> None:
+    """SIGKILL the VMM recorded in ``workdir/vmm.pid`` if it still runs; wait for it to die.
+
+    Only the very process recorded (same pid and start time) and only if its
+    command line mentions ``workdir``: a reused pid is never killed.
+    """
+    try:
+        pid_text = (workdir / "vmm.pid").read_text().split()
+        pid, started = int(pid_text[0]), pid_text[1]
+    except (OSError, ValueError, IndexError):
+        return
+    if _start_time(pid) != started:
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if str(workdir).encode() not in cmdline:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while _start_time(pid) == started and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 async def boot_probe(driver: Driver, config: VMConfig, *, timeout_s: float,
