@@ -223,3 +223,71 @@ def test_vmm_dies_with_a_killed_server_and_its_files_are_swept(images: GuestImag
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+async def test_commands_that_never_read_stdin_give_ordinary_results(
+        settings: MicroVMSettings, images: GuestImages, run_dir: Path) -> None:
+    """``true`` and ``head -c 1`` with 0 B, 70 KB and 6 MiB of stdin: the unread rest is
+    dropped, every time (VMs restored from a snapshot, so the repeats stay cheap)."""
+    executor = QemuExecutor(dataclasses.replace(settings, snapshots=True), images)
+    try:
+        for _ in range(2):
+            for argv in (["true"], ["head", "-c", "1"]):
+                for size in (0, 70 * 1024, 6 << 20):
+                    r = await executor.run(make_spec(argv, payload=b"z" * size))
+                    assert (r.exit_code, r.error, r.timed_out) == (0, None, False), \
+                        (argv, size, r)
+                    assert r.stdout == (b"z" if argv[0] == "head" and size else b"")
+    finally:
+        await executor.aclose()
+    assert_no_vm_leaks(run_dir)
+
+
+def test_leftovers_of_dead_servers_are_swept_at_start_and_a_live_ones_kept(
+        tmp_path: Path) -> None:
+    """A work folder of a dead server ("1x1"), with a process standing in for its
+    VMM still running, is removed and the process killed when an executor starts;
+    the same of this live server stays untouched."""
+    import subprocess
+    import sys
+
+    from faas.instance import instance_id
+
+    run = tmp_path / "run"
+    run.mkdir()
+    procs = {}
+    for owner in ("1x1", instance_id()):
+        folder = run / f"faas-vm-{owner}-abc123"
+        folder.mkdir()
+        (folder / "agent.sock").write_bytes(b"")
+        # A stand-in VMM: its command line names its folder, as QEMU's does.
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)",
+                                 str(folder / "console.log")], start_new_session=True)
+        stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        (folder / "vmm.pid").write_text(f"{proc.pid} {stat[19]}\n")
+        procs[owner] = (folder, proc)
+    try:
+        QemuExecutor(MicroVMSettings(run_dir=run, pool_max=0, snapshots=False))
+        dead_folder, dead_proc = procs["1x1"]
+        live_folder, live_proc = procs[instance_id()]
+        assert dead_proc.wait(timeout=5) == -9
+        assert not dead_folder.exists()
+        assert live_folder.is_dir() and live_proc.poll() is None
+    finally:
+        for _, proc in procs.values():
+            proc.kill()
+            proc.wait()
+
+
+async def test_only_faas_errors_leave_run_and_they_name_no_host_path(
+        settings: MicroVMSettings, images: GuestImages, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "secret-host-path"
+    not_a_folder.write_text("a file where the run folder should be")
+    executor = QemuExecutor(dataclasses.replace(settings, run_dir=not_a_folder), images)
+    try:
+        with pytest.raises(SandboxError) as caught:
+            await executor.run(make_spec(["true"]))
+        assert "secret-host-path" not in str(caught.value)
+        assert str(tmp_path) not in str(caught.value)
+    finally:
+        await executor.aclose()

@@ -66,8 +66,11 @@ class _MicroVMExecutor:
         self._pools: PoolSet[MicroVM] | None = None
         self._start_slots = asyncio.Semaphore(max(1, self.settings.parallel_starts))
         self._snapshots: SnapshotStore | None = None
-        # Files a SIGKILLed predecessor left (its VMMs died with it).
-        sweep_stale_workdirs(self.settings.run_dir)
+        # Work folders (and any VMM still running) of servers that were killed;
+        # never those of a server that still runs.
+        swept = sweep_stale_workdirs(self.settings.run_dir)
+        if swept:
+            log.info("removed %d VM work folder(s) left by dead servers", len(swept))
 
     # -- what subclasses provide ----------------------------------------------------
     async def driver(self) -> Driver:
@@ -201,8 +204,22 @@ class _MicroVMExecutor:
 
     # -- running ----------------------------------------------------------------------
     async def run(self, spec: ExecutionSpec) -> InvocationResult:
+        """Run ``spec`` in a fresh VM. Only ``FaasError``s leave: anything else (a bug,
+        an ``OSError`` naming host paths) is logged with its traceback and raised
+        as a ``SandboxError`` that says nothing about the host."""
         if self._closed:
             raise ExecutorUnavailable(f"{self.name} executor is closed")
+        try:
+            return await self._run(spec)
+        except FaasError:
+            raise
+        except Exception as exc:
+            log.exception("%s: unexpected failure running request %s", self.name,
+                          spec.request_id)
+            raise SandboxError(f"{self.name}: the VM could not run the request "
+                               f"({type(exc).__name__})") from exc
+
+    async def _run(self, spec: ExecutionSpec) -> InvocationResult:
         started = time.monotonic()
         config = await self.vm_config(spec.limits)
         try:
