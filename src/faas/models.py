@@ -15,7 +15,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: Bounds on what a request may hand the sandbox's exec (documented in the
+#: README). Lambda allows 4 KiB of environment in all; these are generous
+#: multiples, far below the kernel's ARG_MAX, so every tier can exec them
+#: quickly (runc's environment handling is quadratic in the variable count).
+MAX_ARGS = 1024
+MAX_ARG_BYTES = 64 * 1024
+MAX_ARGV_BYTES = 256 * 1024
+MAX_ENV_VARS = 256
+MAX_ENV_KEY_BYTES = 256
+MAX_ENV_BYTES = 64 * 1024
+#: Largest payload accepted as a JSON array of byte values (the seed's form):
+#: parsing an array costs 8 bytes of memory an element, so larger payloads
+#: must come base64-encoded (like Lambda, whose 6 MB limit counts the JSON).
+MAX_PAYLOAD_ARRAY = 1024 * 1024
+#: Longest image reference and executor name a request may carry.
+MAX_NAME_BYTES = 256
 
 
 def decode_payload(value: Any) -> bytes:
@@ -28,6 +45,9 @@ def decode_payload(value: Any) -> bytes:
         except (binascii.Error, ValueError) as exc:
             raise ValueError("payload string must be valid base64") from exc
     if isinstance(value, list):
+        if len(value) > MAX_PAYLOAD_ARRAY:
+            raise ValueError(f"a payload array may hold at most {MAX_PAYLOAD_ARRAY} bytes; "
+                             "send larger payloads as a base64 string")
         try:
             return bytes(value)
         except TypeError as exc:
@@ -42,19 +62,27 @@ class InvokeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image: str | None = Field(default=None, description="Image; used by the docker executor")
-    command: list[str] = Field(min_length=1, description="argv of the command to run")
-    env_vars: list[str] = Field(default_factory=list, description='Environment, "KEY=VALUE"')
+    image: str | None = Field(default=None, max_length=MAX_NAME_BYTES,
+                              description="Image; used by the docker executor")
+    command: list[str] = Field(min_length=1, max_length=MAX_ARGS,
+                               description="argv of the command to run")
+    env_vars: list[str] = Field(default_factory=list, max_length=MAX_ENV_VARS,
+                                description='Environment, "KEY=VALUE"')
     payload: bytes = Field(
         default=b"",
         description="stdin: an array of byte values (0-255) or a base64 string",
         json_schema_extra={"anyOf": [{"type": "array", "items": {"type": "integer"}},
                                      {"type": "string", "format": "base64"}]},
     )
-    executor: str | None = Field(default=None, description="sandbox | docker | microvm | ...")
-    timeout_s: float | None = Field(default=None, gt=0, description="Deadline override")
-    memory_mb: int | None = Field(default=None, ge=16, description="Memory limit override")
-    vcpus: int | None = Field(default=None, ge=1, description="vCPUs (microVM tiers)")
+    executor: str | None = Field(default=None, max_length=MAX_NAME_BYTES,
+                                 description="sandbox | docker | microvm | ...")
+    # Strict: true, "5" and "256" are refused rather than read as numbers.
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, strict=True,
+                                    description="Deadline override")
+    memory_mb: int | None = Field(default=None, ge=16, le=1 << 30, strict=True,
+                                  description="Memory limit override")
+    vcpus: int | None = Field(default=None, ge=1, le=1024, strict=True,
+                              description="vCPUs (microVM tiers)")
     output_encoding: Literal["text", "base64"] = Field(
         default="text", description="base64 adds lossless stdout_base64/stderr_base64"
     )
@@ -71,17 +99,28 @@ class InvokeRequest(BaseModel):
             raise ValueError("command[0] must not be empty")
         if any("\x00" in arg for arg in value):
             raise ValueError("command arguments must not contain NUL bytes")
+        sizes = [len(arg.encode("utf-8", "surrogatepass")) for arg in value]
+        if max(sizes) > MAX_ARG_BYTES:
+            raise ValueError(f"a command argument is longer than {MAX_ARG_BYTES} bytes")
+        if sum(sizes) > MAX_ARGV_BYTES:
+            raise ValueError(f"the command's arguments exceed {MAX_ARGV_BYTES} bytes in all")
         return value
 
     @field_validator("env_vars")
     @classmethod
     def _env(cls, value: list[str]) -> list[str]:
-        for entry in value:
+        total = 0
+        for index, entry in enumerate(value):
             key, sep, val = entry.partition("=")
-            if not sep or not _ENV_KEY.match(key):
-                raise ValueError(f"env_vars entry {entry!r} is not KEY=VALUE")
+            if not sep or len(key) > MAX_ENV_KEY_BYTES or not _ENV_KEY.fullmatch(key):
+                raise ValueError(
+                    f"env_vars[{index}] is not KEY=VALUE with KEY of [A-Za-z_][A-Za-z0-9_]* "
+                    f"(at most {MAX_ENV_KEY_BYTES} bytes)")
             if "\x00" in val:
-                raise ValueError(f"env_vars entry for {key} contains a NUL byte")
+                raise ValueError(f"env_vars[{index}] contains a NUL byte")
+            total += len(entry.encode("utf-8", "surrogatepass"))
+            if total > MAX_ENV_BYTES:
+                raise ValueError(f"env_vars exceed {MAX_ENV_BYTES} bytes in all")
         return value
 
     def env(self) -> dict[str, str]:
