@@ -32,7 +32,8 @@ from faas.errors import (
     ValidationError,
 )
 from faas.executors.base import Executor
-from faas.metrics import Metrics
+from faas.logs import clip
+from faas.metrics import UNKNOWN, Metrics
 from faas.models import ExecutionSpec, InvocationResult, InvokeRequest, Limits
 
 log = logging.getLogger("faas.orchestrator")
@@ -98,18 +99,23 @@ class Orchestrator:
         self.admission = Admission(settings.max_concurrency, settings.max_queue, self.metrics)
         self.accepting = True
         self._tasks: set[asyncio.Task[InvocationResult]] = set()
+        # The only values the executor label of a metric may take.
+        self._known = {*self.executors, *self.unavailable, *settings.executors}
+
+    def executor_label(self, name: str | None) -> str:
+        chosen = name or self.settings.default_executor
+        return chosen if chosen in self._known else UNKNOWN
 
     def pick_executor(self, name: str | None) -> Executor:
         chosen = name or self.settings.default_executor
         executor = self.executors.get(chosen)
         if executor is None and chosen in self.unavailable:
-            raise ExecutorUnavailable(
-                f"executor {chosen!r} is unavailable on this host: {self.unavailable[chosen]}"
-            )
+            # The reason (paths, versions) is for the operator: logged at start, in `faas doctor`.
+            raise ExecutorUnavailable(f"executor {chosen!r} is unavailable on this host")
         if executor is None:
             known = ", ".join(sorted(self.executors)) or "none"
             raise UnknownExecutor(
-                f"unknown or unavailable executor {chosen!r} (available: {known})"
+                f"unknown or unavailable executor {clip(chosen, 64)!r} (available: {known})"
             )
         return executor
 
@@ -149,7 +155,7 @@ class Orchestrator:
     async def invoke(self, function_id: str, request: InvokeRequest,
                      request_id: str) -> InvocationResult:
         """Run one invocation; raise ``FaasError`` subclasses (``InvocationTimeout``...)."""
-        executor_name = request.executor or self.settings.default_executor
+        executor_name = self.executor_label(request.executor)
         outcome = "platform_error"
         started = time.monotonic()
         try:
@@ -196,10 +202,10 @@ class Orchestrator:
             raise
         finally:
             elapsed = time.monotonic() - started
-            self.metrics.invocations.labels(function_id, executor_name, outcome).inc()
+            self.metrics.invocations.labels(executor_name, outcome).inc()
             self.metrics.duration.labels(executor_name).observe(elapsed)
             log.info("invocation finished", extra={"fields": {
-                "function": function_id, "executor": executor_name, "outcome": outcome,
+                "function": clip(function_id), "executor": executor_name, "outcome": outcome,
                 "duration_ms": round(elapsed * 1000, 2)}})
 
     def refresh_pool_gauges(self) -> None:
@@ -212,8 +218,11 @@ class Orchestrator:
                 self.metrics.pool_ready.labels(executor.name, pool_name).set(ready)
                 self.metrics.pool_starting.labels(executor.name, pool_name).set(starting)
 
-    async def shutdown(self, grace_s: float) -> None:
-        """Stop admitting; wait for running invocations up to ``grace_s``; kill the rest."""
+    async def drain(self, grace_s: float) -> None:
+        """Stop admitting; wait for running invocations up to ``grace_s``; kill the rest.
+
+        A killed invocation's caller gets ``ShuttingDown`` (HTTP 503).
+        """
         self.accepting = False
         pending = set(self._tasks)
         if pending:
@@ -223,6 +232,10 @@ class Orchestrator:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=10)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """``drain()``, then close every executor."""
+        await self.drain(grace_s)
         for executor in self.executors.values():
             try:
                 await executor.aclose()
