@@ -16,11 +16,10 @@ from faas.errors import FaasError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from faas import logs
     from faas.executors.registry import build_executors
     from faas.gateway.app import create_app
+    from faas.gateway.server import build_server
 
     settings = Settings.from_env()
     if args.port is not None:
@@ -29,6 +28,9 @@ def _serve(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, host=args.host)
     settings.check()
     logs.configure(settings.log_level)
+    # A sandbox that exits without reading its stdin closes the pipe we write
+    # to: that must be EPIPE on the write, never a signal that kills the server.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     async def main() -> int:
         executors, missing = await build_executors(settings)
@@ -40,12 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
                 await executor.aclose()
             return 2
         app = create_app(settings, executors, unavailable=missing)
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None,
-            access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
-            lifespan="on",
-        )
-        server = uvicorn.Server(config)
+        server = build_server(app, settings)
         # uvicorn handles SIGTERM/SIGINT during serve() (stop accepting, drain,
         # run our lifespan shutdown) and re-raises the signal afterwards with
         # the previous handler restored: make that a no-op so a graceful stop
@@ -159,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if args.fn is not _serve:
+        # A client command piped into `head` should end quietly, as other tools do.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         code: int = args.fn(args)
     except FaasError as exc:

@@ -45,6 +45,13 @@ class Settings:
     file_size_mb: int = 64
     max_vcpus: int = 2
     shutdown_grace_s: float = 10.0
+    # Hostile clients: a request's headers, and then its body, must arrive
+    # within this many seconds; open connections are capped (0: derived from
+    # the open-file limit); request bodies being read or held by invocations
+    # share this many bytes of memory (0: four times the payload limit).
+    http_read_timeout_s: float = 15.0
+    max_connections: int = 0
+    body_memory_bytes: int = 0
     cgroup_root: str = "faas"
     sandbox_uid_base: int = 200000
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -56,8 +63,16 @@ class Settings:
 
     @property
     def max_body_bytes(self) -> int:
-        """Largest HTTP body: the payload as a JSON array of numbers is up to 4 bytes a byte."""
-        return 4 * self.max_payload_bytes + 64 * 1024
+        """Largest HTTP body: the largest payload in base64, plus room for argv and env.
+
+        A payload sent as a JSON array of numbers (the seed's form) takes up
+        to four bytes a byte and is limited to ``MAX_PAYLOAD_ARRAY`` bytes.
+        """
+        return 4 * ((self.max_payload_bytes + 2) // 3) + 512 * 1024
+
+    @property
+    def body_budget_bytes(self) -> int:
+        return self.body_memory_bytes or 4 * self.max_payload_bytes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +116,10 @@ class Settings:
             raise ValidationError("need 0 < FAAS_DEFAULT_TIMEOUT_S <= FAAS_MAX_TIMEOUT_S")
         if not 16 <= self.default_memory_mb <= self.max_memory_mb:
             raise ValidationError("need 16 <= FAAS_DEFAULT_MEMORY_MB <= FAAS_MAX_MEMORY_MB")
+        if not 0 < self.http_read_timeout_s <= 3600:
+            raise ValidationError("FAAS_HTTP_READ_TIMEOUT_S must be in (0, 3600]")
+        if self.max_connections < 0 or self.body_memory_bytes < 0:
+            raise ValidationError("FAAS_MAX_CONNECTIONS and FAAS_BODY_MEMORY_BYTES must be >= 0")
         if self.default_executor not in self.executors:
             raise ValidationError(
                 f"FAAS_DEFAULT_EXECUTOR={self.default_executor!r} is not in FAAS_EXECUTORS"

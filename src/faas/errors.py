@@ -4,7 +4,8 @@
     +-- ValidationError            the request is malformed (HTTP 400)
     |   +-- PayloadTooLarge        body or payload over the configured limit (HTTP 413)
     |   +-- UnknownExecutor        the request names an executor this server lacks (HTTP 400)
-    +-- AdmissionRejected          concurrency and wait queue are full (HTTP 429 + Retry-After)
+    +-- RequestTimeout             the client sent its request body too slowly (HTTP 408)
+    +-- AdmissionRejected          concurrency, wait queue or body memory full (HTTP 429)
     +-- ShuttingDown               the server stopped accepting work (HTTP 503)
     +-- InvocationTimeout          the deadline passed; carries the partial result (HTTP 504)
     +-- ExecutorUnavailable        the tier cannot run on this host, with the reason (HTTP 503)
@@ -42,6 +43,10 @@ class PayloadTooLarge(ValidationError):
 
 class UnknownExecutor(ValidationError):
     status = 400
+
+
+class RequestTimeout(FaasError):
+    status = 408
 
 
 class AdmissionRejected(FaasError):

@@ -5,7 +5,8 @@ def test_public_names_are_pinned() -> None:
     assert sorted(faas.__all__) == sorted(
         ["AdmissionRejected", "AgentProtocolError", "Availability", "ExecutionSpec", "Executor",
          "ExecutorUnavailable", "FaasError", "ImageNotFound", "InvocationResult",
-         "InvocationTimeout", "InvokeRequest", "Limits", "PayloadTooLarge", "SandboxError",
+         "InvocationTimeout", "InvokeRequest", "Limits", "PayloadTooLarge", "RequestTimeout",
+         "SandboxError",
          "ShuttingDown", "UnknownExecutor", "ValidationError", "__version__"])
     for name in faas.__all__:
         assert hasattr(faas, name)

@@ -10,9 +10,18 @@ Routes::
 
 Status codes of an invoke: 200 when the command ran (``error`` set if it
 exited non-zero or could not start), 400 malformed request, 404 missing image,
-413 body or payload too large, 429 + Retry-After when admission is full, 503
-shutting down or executor unavailable, 504 timeout (with the partial output),
-500/502 platform failure. Every error body is ``{"error": "..."}``.
+408 body sent too slowly, 413 body or payload too large, 429 + Retry-After
+when admission (or the body memory budget) is full, 503 shutting down or
+executor unavailable, 504 timeout (with the partial output), 500/502 platform
+failure. Every error body is ``{"error": "..."}``; a 500/502 says only that
+the platform failed and gives the request id: its details (host paths,
+daemon messages) go to the log, never to the caller.
+
+Hostile clients: the body is read only once its memory is reserved from a
+budget shared by all requests (``faas.gateway.budget``) and must arrive
+within ``http_read_timeout_s``; headers have the same deadline, and open
+connections are capped (``faas.gateway.guard``). A client that goes away
+is answered quietly.
 
 ``X-Request-Id`` is taken from the request when well-formed, otherwise
 generated; it is echoed in the response and attached to every log line of
@@ -33,7 +42,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError as PydanticValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -43,17 +52,36 @@ from faas.errors import (
     FaasError,
     InvocationTimeout,
     PayloadTooLarge,
+    RequestTimeout,
     ValidationError,
 )
 from faas.executors.base import Executor
+from faas.gateway.budget import ByteBudget
 from faas.gateway.openapi import openapi_document
-from faas.logs import request_id_var
-from faas.models import InvokeRequest
+from faas.logs import clip, request_id_var
+from faas.models import MAX_PAYLOAD_ARRAY, InvokeRequest
 from faas.orchestrator import Orchestrator
 
 log = logging.getLogger("faas.gateway")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_FUNCTION_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_FUNCTION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: Commas a body may hold: every JSON list element but the first follows one,
+#: and parsing costs 8 bytes an element, so this bounds the memory of lists.
+MAX_JSON_COMMAS = MAX_PAYLOAD_ARRAY + 8192
+
+
+class ClientGone(Exception):
+    """The client closed the connection while sending its request."""
+
+
+def parse_cost(length: int) -> int:
+    """Most memory reading and parsing a body of ``length`` bytes may take.
+
+    The body itself, the strings parsed from it (never longer than the body)
+    and its lists (8 bytes an element; elements are bounded by the commas,
+    at most one per two bytes and at most ``MAX_JSON_COMMAS``).
+    """
+    return 2 * length + 8 * min(length // 2 + 1, MAX_JSON_COMMAS) + 64 * 1024
 
 
 class OrjsonResponse(JSONResponse):
@@ -72,35 +100,50 @@ def error_response(status: int, message: str, request_id: str = "",
     return OrjsonResponse(body, status_code=status, headers=hdrs)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` before reading it all."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytearray:
+    """The request body, refusing (413) anything over ``limit`` before reading it all.
+
+    The whole body must arrive within ``timeout_s`` (else ``RequestTimeout``);
+    a client that disconnects meanwhile raises ``ClientGone``.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not declared.isdigit() or len(declared) > 18:
             raise ValidationError("invalid Content-Length header")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                if len(body) + len(chunk) > limit:
+                    raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+                body += chunk
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout_s:g}s") from None
+    except ClientDisconnect:
+        raise ClientGone from None
+    return body
 
 
-def parse_invoke(body: bytes) -> InvokeRequest:
+def parse_invoke(body: bytes | bytearray) -> InvokeRequest:
+    if body.count(b",") > MAX_JSON_COMMAS:
+        raise PayloadTooLarge(
+            f"request body holds more than {MAX_JSON_COMMAS} list elements; a payload "
+            f"over {MAX_PAYLOAD_ARRAY} bytes must be sent as a base64 string")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ValidationError(f"request body is not valid JSON: {exc}") from None
+        raise ValidationError(f"request body is not valid JSON: {clip(exc, 200)}") from None
     if not isinstance(data, dict):
         raise ValidationError("request body must be a JSON object")
     try:
         return InvokeRequest.model_validate(data)
     except PydanticValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(clip(p, 40) for p in e['loc']) or 'body'}: {clip(e['msg'], 300)}"
+            for e in exc.errors()[:10]
         )
         raise ValidationError(f"invalid request: {problems}") from None
 
@@ -121,20 +164,34 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
     ``/readyz`` and for a clear 503 when a request names one.
     """
     orch = orchestrator or Orchestrator(settings, executors, unavailable=unavailable)
+    budget = ByteBudget(settings.body_budget_bytes)
 
     async def invoke(request: Request) -> Response:
         raw_id = request.headers.get("x-request-id", "")
-        request_id = raw_id if _REQUEST_ID.match(raw_id) else uuid.uuid4().hex
+        request_id = raw_id if _REQUEST_ID.fullmatch(raw_id) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         encoding = "text"
+        reservation = None
         try:
             function_id = request.path_params["function_id"]
-            if not _FUNCTION_ID.match(function_id):
+            if not _FUNCTION_ID.fullmatch(function_id):
                 raise ValidationError("function_id must be 1-128 of [A-Za-z0-9._-]")
-            body = await read_body(request, settings.max_body_bytes)
+            loop = asyncio.get_running_loop()
+            declared = request.headers.get("content-length", "")
+            length = int(declared) if declared.isdigit() and len(declared) <= 18 else (
+                settings.max_body_bytes)
+            reservation = await budget.reserve(
+                parse_cost(min(length, settings.max_body_bytes)),
+                loop.time() + settings.http_read_timeout_s)
+            body = await read_body(request, settings.max_body_bytes,
+                                   settings.http_read_timeout_s)
             invoke_request = parse_invoke(body)
+            del body
+            # Only the payload stays (until the invocation ends).
+            reservation.shrink(len(invoke_request.payload))
             encoding = invoke_request.output_encoding
             work = asyncio.ensure_future(orch.invoke(function_id, invoke_request, request_id))
+            del invoke_request
             watch = asyncio.ensure_future(_wait_disconnect(request))
             try:
                 await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -150,6 +207,9 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
             result = work.result()
             return OrjsonResponse(result.to_json(encoding),
                                   headers={"x-request-id": request_id})
+        except ClientGone:
+            log.debug("client disconnected while sending its request")
+            return Response(status_code=499)
         except InvocationTimeout as exc:
             extra = exc.result.to_json(encoding)
             extra["request_id"] = request_id
@@ -158,10 +218,13 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
             return error_response(429, str(exc), request_id,
                                   headers={"retry-after": str(exc.retry_after_s)})
         except FaasError as exc:
-            if exc.status >= 500:
+            if exc.status in (500, 502):
                 log.error("invocation failed: %s", exc)
+                return error_response(exc.status, _platform_failure(request_id), request_id)
             return error_response(exc.status, str(exc), request_id)
         finally:
+            if reservation is not None:
+                reservation.release()
             request_id_var.reset(token)
 
     async def healthz(request: Request) -> Response:
@@ -169,28 +232,38 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
 
     async def readyz(request: Request) -> Response:
         ready = orch.accepting and settings.default_executor in orch.executors
+        # Names only: why a tier is unavailable (paths, versions) is in the
+        # log and in `faas doctor`, for the operator.
         body = {"ready": ready, "accepting": orch.accepting,
-                "executors": sorted(orch.executors), "unavailable": orch.unavailable,
+                "executors": sorted(orch.executors), "unavailable": sorted(orch.unavailable),
                 "default_executor": settings.default_executor}
         return OrjsonResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
         orch.refresh_pool_gauges()
-        return Response(orch.metrics.render(),
+        orch.metrics.body_budget_used.set(budget.used)
+        # Rendering walks every series: off the event loop, so a scrape
+        # never delays /healthz or an invocation.
+        text = await asyncio.to_thread(orch.metrics.render)
+        return Response(text,
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi(request: Request) -> Response:
         return OrjsonResponse(openapi_document())
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return error_response(404, f"no route for {request.method} {request.url.path}")
+        return error_response(404, f"no route for {clip(request.method, 20)} "
+                                   f"{clip(request.url.path, 200)}")
 
     async def bad_method(request: Request, exc: Exception) -> Response:
-        return error_response(405, f"method {request.method} not allowed here")
+        return error_response(405, f"method {clip(request.method, 20)} not allowed here")
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         # A bug, not a FaasError: log it whole, answer JSON like every other error.
-        log.error("unhandled error on %s %s", request.method, request.url.path,
+        if isinstance(exc, ClientDisconnect):
+            log.debug("client disconnected on %s", request.method)
+            return Response(status_code=499)
+        log.error("unhandled error on %s %s", request.method, clip(request.url.path, 200),
                   exc_info=exc)
         return error_response(500, "internal server error", request_id_var.get())
 
@@ -213,4 +286,10 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
         lifespan=lifespan,
     )
     app.state.orchestrator = orch
+    app.state.body_budget = budget
     return app
+
+
+def _platform_failure(request_id: str) -> str:
+    return (f"the platform failed to run this invocation (request id {request_id}); "
+            "the operator's log has the details")
