@@ -15,7 +15,10 @@ Detected once at start:
 
 A group lives under ``<root>/<name>`` in each hierarchy; ``remove()`` kills
 whatever is left and removes the directories, retrying while the kernel
-finishes tearing processes down.
+finishes tearing processes down. A group's name starts with the instance id
+of the server that made it (``faas.instance``): ``sweep_dead_owners()``, run
+when an executor starts, removes the groups of servers that died without
+cleaning up, and never those of a live one.
 
 Making and removing a memory cgroup costs about a quarter of a sandbox start
 on the build machines, so ``acquire``/``release`` keep emptied groups for
@@ -32,8 +35,10 @@ import contextlib
 import os
 import secrets
 import signal
+import time
 from pathlib import Path
 
+from faas import instance
 from faas.errors import SandboxError
 
 CGROUP_FS = Path("/sys/fs/cgroup")
@@ -222,7 +227,7 @@ class Cgroups:
             group.oom_baseline = group.oom_kills()
             return group
         self._made += 1
-        name = f"g{os.getpid()}-{secrets.token_hex(3)}-{self._made}"
+        name = f"g{instance.instance_id()}-{secrets.token_hex(3)}-{self._made}"
         group = self.create(name, memory_bytes=memory_bytes, pids=pids)
         group.oom_baseline = group.oom_kills()
         return group
@@ -238,6 +243,37 @@ class Cgroups:
         """Remove every pooled group."""
         while self._free:
             await self._free.pop().remove()
+
+    def sweep_dead_owners(self, timeout_s: float = 5.0) -> int:
+        """Kill and remove groups left by servers that are gone; return how many.
+
+        Blocking (used once at start, before serving). A group whose owner
+        still runs, or whose name carries no owner, is left alone.
+        """
+        dead: dict[str, list[Path]] = {}
+        for group in self.leftovers():
+            owner = instance.find_owner(group.name)
+            if owner is not None and not instance.alive(owner):
+                dead.setdefault(group.name, []).append(group)
+        give_up = time.monotonic() + timeout_s
+        for dirs in dead.values():
+            group = Cgroup(dirs, self.version)
+            pending = list(dirs)
+            while pending:
+                group.kill_all()
+                for d in list(pending):
+                    try:
+                        d.rmdir()
+                        pending.remove(d)
+                    except FileNotFoundError:
+                        pending.remove(d)
+                    except OSError:  # EBUSY while its processes exit
+                        pass
+                if pending and time.monotonic() > give_up:
+                    raise SandboxError(f"leftover cgroup {pending[0].name} will not go")
+                if pending:
+                    time.sleep(0.01)
+        return len(dead)
 
     def leftovers(self) -> list[Path]:
         """Child groups still present under our root (for leak checks)."""

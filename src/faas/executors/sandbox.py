@@ -7,7 +7,8 @@ Each invocation gets a fresh sandbox:
   namespaces disabled;
 * a read-only root holding only the host's ``/usr`` (or a configured rootfs
   tree) and a few files from ``/etc``; a private size-capped tmpfs ``/tmp``;
-  fresh ``/proc`` and a minimal ``/dev``;
+  fresh ``/proc`` with the host's kernel command line masked; a minimal
+  read-only ``/dev`` whose only writable part is a size-capped ``/dev/shm``;
 * the command runs as uid 1000 inside, mapped to a host uid of its own
   (``sandbox_uid_base + slot``) that owns nothing on the host, so per-user
   rlimits count this sandbox alone and no host file is readable through
@@ -40,6 +41,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import resource
 import shutil
@@ -57,7 +59,9 @@ from faas.executors.cgroups import Cgroup, Cgroups
 from faas.executors.spawn_helper import ensure_spawn_helper
 from faas.models import ExecutionSpec, InvocationResult
 
+log = logging.getLogger("faas.executors.sandbox")
 SANDBOX_UID = 1000
+SHM_BYTES = 64 * 1024 * 1024
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
             "USER": "sandbox"}
 _ETC_FILES = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime", "/etc/mime.types")
@@ -149,8 +153,14 @@ class UidPool:
             self._free.append(uid)
 
 
-def bwrap_argv(bwrap: str, *, tmp_bytes: int, rootfs: Path | None) -> list[str]:
-    """The invocation-independent part of the bubblewrap command line."""
+def bwrap_argv(bwrap: str, *, tmp_bytes: int, rootfs: Path | None,
+               empty_fd: int | None = None) -> list[str]:
+    """The invocation-independent part of the bubblewrap command line.
+
+    ``empty_fd`` (an empty file bubblewrap reads; it must be passed to the
+    child) masks ``/proc/cmdline``, which would show the host's kernel boot
+    arguments.
+    """
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--new-session", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID),
             "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
@@ -166,7 +176,12 @@ def bwrap_argv(bwrap: str, *, tmp_bytes: int, rootfs: Path | None) -> list[str]:
                 argv += ["--ro-bind", str(target), f"/{name}"]
         for path in _ETC_FILES:
             argv += ["--ro-bind-try", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev",
+    argv += ["--proc", "/proc"]
+    if empty_fd is not None:
+        argv += ["--ro-bind-data", str(empty_fd), "/proc/cmdline"]
+    argv += ["--dev", "/dev",
+             "--size", str(min(tmp_bytes, SHM_BYTES)), "--perms", "1777", "--tmpfs", "/dev/shm",
+             "--remount-ro", "/dev",
              "--size", str(tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp",
              "--remount-ro", "/", "--chdir", "/tmp"]
     return argv
@@ -235,7 +250,13 @@ class SandboxExecutor:
         self.cgroups = Cgroups(cgroup_root)
         if require_cgroups and not self.cgroups.available:
             raise ExecutorUnavailable(self.cgroups.reason)
+        if self.cgroups.available:
+            swept = self.cgroups.sweep_dead_owners()
+            if swept:
+                log.info("removed %d cgroups left by servers that died", swept)
         self._static_argv: dict[int, list[str]] = {}
+        # Never written: reads at any offset give EOF, so every sandbox may share it.
+        self.empty_fd = os.memfd_create("faas-empty", os.MFD_CLOEXEC)
         become_subreaper()
         # rlimits and the uid switch happen before bubblewrap runs: through
         # the compiled spawn helper (one small exec, and Python may vfork), or
@@ -251,7 +272,8 @@ class SandboxExecutor:
     def argv_for(self, tmp_bytes: int) -> list[str]:
         argv = self._static_argv.get(tmp_bytes)
         if argv is None:
-            argv = bwrap_argv(self._bwrap, tmp_bytes=tmp_bytes, rootfs=self._rootfs)
+            argv = bwrap_argv(self._bwrap, tmp_bytes=tmp_bytes, rootfs=self._rootfs,
+                              empty_fd=self.empty_fd)
             self._static_argv[tmp_bytes] = argv
         return argv
 
@@ -293,7 +315,8 @@ class SandboxExecutor:
                     # The launcher (root) and bubblewrap get a fixed environment; the
                     # request's variables reach only the command (bwrap --setenv).
                     child = ChildProcess.spawn(argv, env=BASE_ENV, user=switch, group=switch,
-                                               pass_fds=(seccomp_r, env_fd, info_w, block_r))
+                                               pass_fds=(seccomp_r, env_fd, info_w, block_r,
+                                                         self.empty_fd))
                 except OSError as exc:
                     raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
                 self._children.add(child)
@@ -415,10 +438,13 @@ class SandboxExecutor:
         )
 
     async def aclose(self) -> None:
+        first = not self._closed
         self._closed = True
         for child in list(self._children):
             child.kill()
         await self.cgroups.close()
+        if first:
+            os.close(self.empty_fd)
 
 
 async def availability() -> Availability:
