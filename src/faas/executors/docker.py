@@ -35,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,7 @@ _SIGKILL_STATUS = 128 + 9
 # After a deadline kill, how long to keep reading output already in flight.
 _DRAIN_AFTER_KILL_S = 0.5
 _SHM_MAX = 64 * 1024 * 1024
+_SEND_CHUNK = 1024 * 1024
 _GUEST_TMP = "/tmp"  # noqa: S108 (the container's own tmpfs, not the host's /tmp)
 # Setting MaskedPaths replaces Docker's defaults (moby oci/defaults.go): keep them
 # all and add /proc/cmdline, which shows the host's kernel boot arguments.
@@ -185,6 +188,16 @@ def _start_failure(message: str, command: str) -> tuple[int, str] | None:
     if "permission denied" in lowered or "exec format error" in lowered:
         return EXIT_NOT_EXECUTABLE, f"command not executable: {command}"
     return None
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until ``fd`` can take more bytes."""
+    ready = loop.create_future()
+    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
 
 
 async def _uninterrupted(awaitable: Awaitable[_T]) -> _T:
@@ -565,14 +578,30 @@ class DockerExecutor:
 
     @staticmethod
     async def _feed_stdin(writer: asyncio.StreamWriter, payload: bytes) -> None:
-        # A command that never reads stdin may exit first: the daemon then
-        # closes the stream and the write fails; that is not an error.
-        with contextlib.suppress(OSError):
-            if payload:
-                writer.write(payload)
-                await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()
+        """Write ``payload`` then EOF to the attach stream; unread stdin is dropped.
+
+        A command that exits without reading its stdin makes the daemon close
+        the stream, and the write fails with EPIPE or ECONNRESET: that is the
+        ordinary end of "stdin dropped", not an error. The bytes go out with
+        ``send(MSG_NOSIGNAL)`` on a duplicate of the stream's descriptor, never
+        through the transport's plain ``send()``, which raises SIGPIPE and kills
+        the whole server where SIGPIPE has its default action.
+        """
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+        try:
+            view = memoryview(payload)
+            while view:
+                try:
+                    view = view[sock.send(view[:_SEND_CHUNK], socket.MSG_NOSIGNAL):]
+                except BlockingIOError:
+                    await _writable(loop, sock.fileno())
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:  # EPIPE, ECONNRESET, ENOTCONN: the command stopped reading
+            log.debug("stdin dropped after %d of %d bytes: %r",
+                      len(payload) - len(view), len(payload), exc)
+        finally:
+            sock.close()
 
     @staticmethod
     async def _read_all(reader: asyncio.StreamReader, capture: _Capture) -> None:
