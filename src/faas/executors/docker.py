@@ -192,8 +192,13 @@ def _start_failure(message: str, command: str) -> tuple[int, str] | None:
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
     """Wait until ``fd`` can take more bytes."""
-    ready = loop.create_future()
-    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
     try:
         await ready
     finally:
