@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
 
+import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
+from docker_support import make_spec
+
+from faas import instance
+from faas.executors.docker import INSTANCE_LABEL, MANAGED_LABEL, REQUEST_LABEL, DockerExecutor
 
 pytestmark = pytest.mark.docker
 
@@ -46,3 +53,44 @@ def test_unread_stdin_is_dropped_every_time(docker_image: str) -> None:
     )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.strip() == "all ordinary results"
+
+
+async def test_sweep_removes_only_dead_instances_containers(
+    executor: DockerExecutor, docker_daemon: docker.DockerClient, docker_image: str
+) -> None:
+    dead_id, live_id = "1x1", instance.instance_id()
+    assert not instance.alive(dead_id) and instance.alive(live_id)
+    made = {
+        owner: docker_daemon.containers.create(
+            docker_image, ["true"], labels={MANAGED_LABEL: "1", INSTANCE_LABEL: owner},
+        )
+        for owner in (dead_id, live_id, "not-an-instance-id")
+    }
+    try:
+        removed = await executor.sweep_dead_instances()
+        left = {c.id for c in docker_daemon.containers.list(
+            all=True, filters={"label": INSTANCE_LABEL})}
+        assert made[dead_id].id not in left
+        assert made[live_id].id in left and made["not-an-instance-id"].id in left
+        assert removed >= 1
+    finally:
+        for container in made.values():
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+
+async def test_containers_carry_the_instance_label(
+    executor: DockerExecutor, docker_daemon: docker.DockerClient
+) -> None:
+    task = asyncio.create_task(executor.run(make_spec(["sleep", "30"], request_id="labelled")))
+    try:
+        for _ in range(100):
+            found = docker_daemon.containers.list(
+                all=True, filters={"label": f"{REQUEST_LABEL}=labelled"})
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        assert found and found[0].labels[INSTANCE_LABEL] == instance.instance_id()
+    finally:
+        task.cancel()
+        await asyncio.wait([task])

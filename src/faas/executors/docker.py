@@ -25,15 +25,18 @@ Per call both clients cost the same here (well under a millisecond, the
 daemon dominates); the SDK would hold a worker thread for each running
 container's blocking ``wait``, and a thread cannot be cancelled.
 
-Every container carries ``faas.managed=1`` and ``faas.owner=<executor token>``
-labels: ``aclose()`` removes whatever this executor still owns and
-``sweep(everything=True)`` clears leftovers of crashed servers.
+Every container carries ``faas.managed=1``, ``faas.owner=<executor token>`` and
+``faas.instance=<server instance id>`` labels: ``aclose()`` removes whatever
+this executor still owns, ``sweep_dead_instances()`` (at start-up) removes
+what servers that no longer run left, never a live server's, and
+``sweep(everything=True)`` clears every managed container.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -48,6 +51,7 @@ import docker.errors  # binds `docker` too; keeps isort from mistaking tests/doc
 import httpx
 import requests
 
+from faas import instance
 from faas.agent.execute import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, describe_exit
 from faas.errors import (
     ExecutorUnavailable,
@@ -65,6 +69,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_USER",
     "FUNCTION_LABEL",
+    "INSTANCE_LABEL",
     "MANAGED_LABEL",
     "OWNER_LABEL",
     "REQUEST_LABEL",
@@ -80,6 +85,7 @@ MANAGED_LABEL = "faas.managed"
 OWNER_LABEL = "faas.owner"
 REQUEST_LABEL = "faas.request_id"
 FUNCTION_LABEL = "faas.function_id"
+INSTANCE_LABEL = "faas.instance"  # the server process that made it: faas.instance.instance_id()
 
 _STDOUT, _STDERR = 1, 2
 _SIGKILL_STATUS = 128 + 9
@@ -376,6 +382,7 @@ class DockerExecutor:
             "Labels": {
                 MANAGED_LABEL: "1",
                 OWNER_LABEL: self.owner,
+                INSTANCE_LABEL: instance.instance_id(),
                 REQUEST_LABEL: spec.request_id,
                 FUNCTION_LABEL: spec.function_id,
             },
@@ -635,6 +642,27 @@ class DockerExecutor:
         names += [n for n in self._live if not everything]
         await asyncio.gather(*(self._remove(n) for n in set(names)))
         return len(set(names))
+
+    async def sweep_dead_instances(self) -> int:
+        """Remove containers left by servers that no longer run; return the count.
+
+        For start-up: a container whose ``faas.instance`` label names a server
+        process that is not alive (``faas.instance.alive``) was left by a crash
+        and is removed. Containers of a live server, this one included, and
+        containers without the label are never touched.
+        """
+        response = await self._call(
+            "GET", "/containers/json", what="list containers",
+            params={"all": "1", "filters": json.dumps({"label": [INSTANCE_LABEL]})},
+        )
+        if response.status_code != 200:
+            raise SandboxError(f"listing containers failed: {_message(response)}")
+        dead = [str(c["Id"]) for c in response.json()
+                if not instance.alive(str((c.get("Labels") or {}).get(INSTANCE_LABEL, "")))]
+        await asyncio.gather(*(self._remove(n) for n in dead))
+        if dead:
+            log.info("docker executor: removed %d container(s) of dead servers", len(dead))
+        return len(dead)
 
     async def aclose(self) -> None:
         """Remove every container this executor still owns and close the client. Idempotent."""
