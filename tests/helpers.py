@@ -143,3 +143,66 @@ def assert_no_leaks(settle_s: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"leaked processes: {procs}\nleaked cgroups: {groups}")
         time.sleep(0.05)
+
+
+# -- hostile-caller tests (tests/security/test_hostile_callers.py) -------------
+
+#: Text that must never appear in a body the gateway sends a caller.
+HOST_DETAILS = ("/sys/fs/cgroup", "/tmp/", "/work", "/usr/", "Traceback")
+
+
+def assert_no_host_details(text: str) -> None:
+    """An error body (or /readyz) names no host path and carries no traceback."""
+    found = [d for d in HOST_DETAILS if d in text]
+    assert not found, f"host details {found} in: {text[:2000]}"
+
+
+def assert_still_serving(server: Server, settle_s: float = 5.0) -> None:
+    """After an attack: the process lives, /healthz answers, a normal call works, no leaks."""
+    assert server.proc.poll() is None, f"server died ({server.proc.returncode}):\n" + (
+        server.log()[-4000:])
+    with server.client(timeout=10) as c:
+        assert c.get("/healthz").status_code == 200
+        r = c.post("/functions/after-attack/invoke", json={"command": ["echo", "ok"]})
+    assert r.status_code == 200, r.text[:2000]
+    assert r.json()["stdout"] == "ok\n", r.text[:2000]
+    assert_no_leaks(settle_s)
+
+
+def raise_own_open_file_limit(wanted: int) -> int:
+    """Raise this (test) process's RLIMIT_NOFILE towards ``wanted``; return the soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        new_hard = hard if hard == resource.RLIM_INFINITY else max(hard, wanted)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, new_hard))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """A ``kB`` field of ``/proc/<pid>/status`` (VmRSS, VmHWM, ...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset VmHWM of ``pid`` to its current RSS (needs the right to write clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in Prometheus text, e.g. ``name{reason="evicted"}``; 0 if absent."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        if key == wanted:
+            return float(value)
+    return 0.0
