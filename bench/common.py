@@ -36,6 +36,13 @@ def summary(name: str, samples_ms: list[float], wall_s: float | None = None) -> 
 
 @contextmanager
 def gateway(env: Mapping[str, str]) -> Iterator[str]:
+    with gateway_process(env) as (url, _):
+        yield url
+
+
+@contextmanager
+def gateway_process(env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A ``faas serve`` on a free port: (its URL, its process)."""
     port = free_port()
     full = {**os.environ, "FAAS_GATEWAY_PORT": str(port), "FAAS_LOG": "warn", **env}
     proc = subprocess.Popen([sys.executable, "-m", "faas.cli", "serve"], env=full)
@@ -47,7 +54,7 @@ def gateway(env: Mapping[str, str]) -> Iterator[str]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.05)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         proc.wait(60)

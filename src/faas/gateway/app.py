@@ -40,6 +40,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
+import pydantic_core
 from pydantic import ValidationError as PydanticValidationError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -77,9 +78,11 @@ class ClientGone(Exception):
 def parse_cost(length: int) -> int:
     """Most memory reading and parsing a body of ``length`` bytes may take.
 
-    The body itself, the strings parsed from it (never longer than the body)
-    and its lists (8 bytes an element; elements are bounded by the commas,
-    at most one per two bytes and at most ``MAX_JSON_COMMAS``).
+    The body itself, the strings parsed from it (never longer than the body;
+    the parser makes each string once, without a scratch copy), the decoded
+    payload (shorter than its base64 string) and the lists (8 bytes an
+    element; elements are bounded by the commas, at most one per two bytes
+    and at most ``MAX_JSON_COMMAS``).
     """
     return 2 * length + 8 * min(length // 2 + 1, MAX_JSON_COMMAS) + 64 * 1024
 
@@ -100,7 +103,7 @@ def error_response(status: int, message: str, request_id: str = "",
     return OrjsonResponse(body, status_code=status, headers=hdrs)
 
 
-async def read_body(request: Request, limit: int, timeout_s: float) -> bytearray:
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The request body, refusing (413) anything over ``limit`` before reading it all.
 
     The whole body must arrive within ``timeout_s`` (else ``RequestTimeout``);
@@ -112,32 +115,41 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytearray
             raise ValidationError("invalid Content-Length header")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit}")
-    body = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     try:
         async with asyncio.timeout(timeout_s):
             async for chunk in request.stream():
-                if len(body) + len(chunk) > limit:
+                size += len(chunk)
+                if size > limit:
                     raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-                body += chunk
+                chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {timeout_s:g}s") from None
     except ClientDisconnect:
         raise ClientGone from None
-    return body
+    return b"".join(chunks)
 
 
-def parse_invoke(body: bytes | bytearray) -> InvokeRequest:
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object (pydantic-core's parser makes each string once,
+    without the scratch copy other parsers take, so a large payload string
+    costs its own size only)."""
     if body.count(b",") > MAX_JSON_COMMAS:
         raise PayloadTooLarge(
             f"request body holds more than {MAX_JSON_COMMAS} list elements; a payload "
             f"over {MAX_PAYLOAD_ARRAY} bytes must be sent as a base64 string")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        data = pydantic_core.from_json(body, cache_strings=False)
+    except ValueError as exc:
         raise ValidationError(f"request body is not valid JSON: {clip(exc, 200)}") from None
     if not isinstance(data, dict):
         raise ValidationError("request body must be a JSON object")
+    return data
+
+
+def validate_invoke(data: dict[str, Any]) -> InvokeRequest:
     try:
         return InvokeRequest.model_validate(data)
     except PydanticValidationError as exc:
@@ -146,6 +158,10 @@ def parse_invoke(body: bytes | bytearray) -> InvokeRequest:
             for e in exc.errors()[:10]
         )
         raise ValidationError(f"invalid request: {problems}") from None
+
+
+def parse_invoke(body: bytes) -> InvokeRequest:
+    return validate_invoke(parse_json(body))
 
 
 async def _wait_disconnect(request: Request) -> None:
@@ -185,9 +201,12 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
                 loop.time() + settings.http_read_timeout_s)
             body = await read_body(request, settings.max_body_bytes,
                                    settings.http_read_timeout_s)
-            invoke_request = parse_invoke(body)
+            # Free each stage before the next: body, then the parsed strings;
+            # only the decoded payload stays.
+            data = parse_json(body)
             del body
-            # Only the payload stays (until the invocation ends).
+            invoke_request = validate_invoke(data)
+            del data
             reservation.shrink(len(invoke_request.payload))
             encoding = invoke_request.output_encoding
             work = asyncio.ensure_future(orch.invoke(function_id, invoke_request, request_id))
