@@ -3,19 +3,24 @@
 Each tier is constructed only if it is enabled (``FAAS_EXECUTORS``) and its
 availability check passes here; an unusable tier is left out with its reason,
 which ``/readyz`` and ``faas doctor`` report and a request naming it gets back
-in a 503.
+in a 503. Building a tier also sweeps what servers that died left on this host
+(cgroups, containers, VM work folders), never what a live server owns.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faas.config import Settings
 from faas.errors import ExecutorUnavailable, FaasError
 from faas.executors.base import Availability, Executor
 from faas.executors.sandbox import SandboxExecutor
 from faas.executors.sandbox import availability as sandbox_availability
+
+if TYPE_CHECKING:
+    from faas.executors.docker import DockerExecutor
 
 log = logging.getLogger("faas.executors")
 MICROVM_TIERS = ("microvm", "qemu", "firecracker")
@@ -47,7 +52,7 @@ def _sandbox_rootfs(settings: Settings) -> Path | None:
     return root
 
 
-def _docker(settings: Settings) -> Executor:
+def _docker(settings: Settings) -> DockerExecutor:
     from faas.executors.docker import DockerExecutor
 
     return DockerExecutor(base_url=settings.docker_host, default_image=settings.docker_image,
@@ -98,7 +103,13 @@ async def _build(name: str, settings: Settings) -> Executor:
         state = await availability("docker", settings)
         if not state.usable:
             raise ExecutorUnavailable(state.reason)
-        return _docker(settings)
+        docker = _docker(settings)
+        # Containers of servers that died without cleaning up (never a live one's).
+        try:
+            await docker.sweep_dead_instances()
+        except FaasError as exc:
+            log.warning("sweeping leftover containers failed: %s", exc)
+        return docker
     if name in MICROVM_TIERS:
         executor = _microvm(name, settings)
         state = await executor.availability()  # type: ignore[attr-defined]
