@@ -1,4 +1,4 @@
-.PHONY: setup test serve bench bench-sandbox bench-docker bench-microvm lint
+.PHONY: setup test serve bench bench-sandbox bench-memory bench-docker bench-microvm lint
 
 setup:
 	bash scripts/setup.sh
@@ -13,10 +13,13 @@ lint:
 	.venv/bin/ruff check src tests bench
 	.venv/bin/mypy src
 
-bench: bench-sandbox bench-docker bench-microvm
+bench: bench-sandbox bench-memory bench-docker bench-microvm
 
 bench-sandbox: setup
 	cd bench && ../.venv/bin/python bench_sandbox.py
+
+bench-memory: setup
+	cd bench && ../.venv/bin/python bench_body_memory.py
 
 bench-docker: setup
 	bash scripts/ensure-dockerd.sh
