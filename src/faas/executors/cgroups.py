@@ -257,10 +257,10 @@ class Cgroups:
                 dead.setdefault(group.name, []).append(group)
         give_up = time.monotonic() + timeout_s
         for dirs in dead.values():
-            group = Cgroup(dirs, self.version)
+            leftover = Cgroup(dirs, self.version)
             pending = list(dirs)
             while pending:
-                group.kill_all()
+                leftover.kill_all()
                 for d in list(pending):
                     try:
                         d.rmdir()
