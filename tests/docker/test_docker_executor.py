@@ -189,7 +189,9 @@ async def test_cancellation_during_create_removes_container(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert containers_for(docker_daemon, "early-cancel") == []
+    # A create the daemon was still doing is undone in the background; aclose() waits.
+    await executor.aclose()
+    assert containers_for(docker_daemon, "early-cancel") == []
 
 
 async def test_concurrent_invocations_are_isolated(executor: DockerExecutor) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
@@ -94,3 +95,22 @@ async def test_containers_carry_the_instance_label(
     finally:
         task.cancel()
         await asyncio.wait([task])
+
+
+async def test_deadline_during_a_slow_start_answers_on_time_and_leaves_nothing(
+    docker_image: str, docker_daemon: docker.DockerClient
+) -> None:
+    # runc's environment handling is quadratic: here 40k variables made the start
+    # take 6-16 s (10k: 1 s, 30k: 4 s, 60k: 13 s), while create stays under 0.5 s.
+    env = {f"V{i}": "x" for i in range(40_000)}
+    ex = DockerExecutor(default_image=docker_image)
+    try:
+        started = time.monotonic()
+        result = await ex.run(make_spec(["true"], env=env, timeout_s=2, request_id="slow-start"))
+        elapsed = time.monotonic() - started
+        assert result.timed_out and result.exit_code is None, result
+        assert elapsed < 2 + 2, elapsed
+    finally:
+        await ex.aclose()  # waits for the removal the daemon held up
+    left = docker_daemon.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"})
+    assert [c.name for c in left] == []

@@ -211,6 +211,22 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         loop.remove_writer(fd)
 
 
+async def _step(call: Awaitable[_T], in_flight: list[asyncio.Future[Any]]) -> _T:
+    """Await a daemon call; if interrupted, leave it running and listed in ``in_flight``.
+
+    The call goes on at the daemon whatever we do (a create we stop waiting
+    for still makes its container): the caller removes the container once
+    every call in ``in_flight`` is done.
+    """
+    task = asyncio.ensure_future(call)
+    # Its outcome may never be awaited: mark exceptions retrieved (no asyncio warning).
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    in_flight.append(task)
+    result = await asyncio.shield(task)
+    in_flight.remove(task)
+    return result
+
+
 async def _uninterrupted(awaitable: Awaitable[_T]) -> _T:
     """Await ``awaitable`` to completion even if the caller is cancelled, then re-raise.
 
@@ -266,7 +282,10 @@ class DockerExecutor:
         self.user = user
         self.init = init
         self.api_timeout_s = api_timeout_s
-        self._endpoint = _Endpoint.parse(base_url)
+        try:
+            self._endpoint = _Endpoint.parse(base_url)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
         self._security_opt = ["no-new-privileges"]
         if seccomp_profile is not None:
             try:
@@ -293,6 +312,7 @@ class DockerExecutor:
         self._prefix: str | None = None
         self._prefix_lock = asyncio.Lock()
         self._live: set[str] = set()
+        self._removals: dict[asyncio.Task[None], str] = {}
         self._closed = False
 
     # -- Engine API plumbing -------------------------------------------------
@@ -517,13 +537,16 @@ class DockerExecutor:
         result = InvocationResult(request_id=spec.request_id, executor=self.name)
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         ran = False
+        # create/start calls the deadline or a cancellation interrupted: still in
+        # flight at the daemon, so the container is removed once they are done.
+        in_flight: list[asyncio.Future[Any]] = []
         try:
             timeout = asyncio.timeout_at(spec.deadline)
             try:
                 async with timeout:
-                    await _uninterrupted(self._create(spec, image, name))
+                    await _step(self._create(spec, image, name), in_flight)
                     conn = await self._attach(name)
-                    failure = await _uninterrupted(self._start(name, spec.command[0]))
+                    failure = await _step(self._start(name, spec.command[0]), in_flight)
                     if failure is not None:
                         result.exit_code, result.error = failure
                     else:
@@ -545,12 +568,21 @@ class DockerExecutor:
                             async with asyncio.timeout(_DRAIN_AFTER_KILL_S):
                                 await self._read_all(conn[0], capture)
             result.duration_ms = (loop.time() - started) * 1000
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Only FaasErrors leave the executor (malformed daemon answers, fd exhaustion).
+            raise SandboxError(f"docker executor failed: {exc!r}") from exc
         finally:
             if conn is not None:
                 # abort(), not close(): close() would wait forever to flush a
                 # payload the command never read.
                 conn[1].transport.abort()
-            await _uninterrupted(self._remove(name))
+            if in_flight:
+                # Answer now; the daemon may hold the container for a long time
+                # (a start with a huge environment) and refuses to remove it
+                # until then.
+                self._remove_later(name, in_flight)
+            else:
+                await _uninterrupted(self._remove(name))
         result.stdout = bytes(capture.data[_STDOUT])
         result.stderr = bytes(capture.data[_STDERR])
         result.stdout_truncated = capture.truncated[_STDOUT]
@@ -580,29 +612,32 @@ class DockerExecutor:
     ) -> None:
         """Feed stdin (then EOF) while draining output until the container closes it."""
         reader, writer = conn
-        feeder = asyncio.create_task(self._feed_stdin(writer, payload))
+        # stdin goes out on a duplicate of the stream's descriptor (see _feed_stdin).
+        sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+        feeder = asyncio.create_task(self._feed_stdin(sock, payload))
         try:
             await self._read_all(reader, capture)
         finally:
             feeder.cancel()
             # wait() neither raises the feeder's CancelledError nor swallows ours.
             await asyncio.wait([feeder])
+            sock.close()  # idempotent; the feeder may have been cancelled before it ran
 
     @staticmethod
-    async def _feed_stdin(writer: asyncio.StreamWriter, payload: bytes) -> None:
+    async def _feed_stdin(sock: socket.socket, payload: bytes) -> None:
         """Write ``payload`` then EOF to the attach stream; unread stdin is dropped.
 
         A command that exits without reading its stdin makes the daemon close
         the stream, and the write fails with EPIPE or ECONNRESET: that is the
         ordinary end of "stdin dropped", not an error. The bytes go out with
-        ``send(MSG_NOSIGNAL)`` on a duplicate of the stream's descriptor, never
-        through the transport's plain ``send()``, which raises SIGPIPE and kills
-        the whole server where SIGPIPE has its default action.
+        ``send(MSG_NOSIGNAL)`` on ``sock``, a duplicate of the stream's
+        descriptor (closed here), never through the transport's plain
+        ``send()``, which raises SIGPIPE and kills the whole server where
+        SIGPIPE has its default action.
         """
         loop = asyncio.get_running_loop()
-        sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+        view = memoryview(payload)
         try:
-            view = memoryview(payload)
             while view:
                 try:
                     view = view[sock.send(view[:_SEND_CHUNK], socket.MSG_NOSIGNAL):]
@@ -625,6 +660,20 @@ class DockerExecutor:
 
     # -- lifecycle -------------------------------------------------------------
 
+    async def _labelled(self, label: str) -> dict[str, dict[str, str]]:
+        """Every container (running or not) matching the label filter: id -> labels."""
+        response = await self._call(
+            "GET", "/containers/json", what="list containers",
+            params={"all": "1", "filters": json.dumps({"label": [label]})},
+        )
+        if response.status_code != 200:
+            raise SandboxError(f"listing containers failed: {_message(response)}")
+        try:
+            return {str(c["Id"]): {str(k): str(v) for k, v in (c.get("Labels") or {}).items()}
+                    for c in response.json()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SandboxError(f"listing containers gave an unreadable answer: {exc!r}") from exc
+
     async def sweep(self, *, everything: bool = False) -> int:
         """Remove this executor's containers (or every ``faas.managed`` one); return the count.
 
@@ -632,16 +681,28 @@ class DockerExecutor:
         only faas user of the daemon: it clears leftovers of a crashed run.
         """
         label = f"{MANAGED_LABEL}=1" if everything else f"{OWNER_LABEL}={self.owner}"
-        response = await self._call(
-            "GET", "/containers/json", what="list containers",
-            params={"all": "1", "filters": f'{{"label": ["{label}"]}}'},
-        )
-        if response.status_code != 200:
-            raise SandboxError(f"listing containers failed: {_message(response)}")
-        names = [str(c["Id"]) for c in response.json()]
+        names = list(await self._labelled(label))
         names += [n for n in self._live if not everything]
         await asyncio.gather(*(self._remove(n) for n in set(names)))
         return len(set(names))
+
+    def _remove_later(self, name: str, in_flight: list[asyncio.Future[Any]]) -> None:
+        """Remove ``name`` once the daemon calls in ``in_flight`` end (tracked; aclose awaits)."""
+
+        async def remove() -> None:
+            await asyncio.wait(in_flight)
+            for call in in_flight:  # their outcome no longer matters; the container goes
+                if not call.cancelled() and call.exception() is not None:
+                    log.debug("daemon call for %s failed after the caller left: %r",
+                              name, call.exception())
+            try:
+                await self._remove(name)
+            except FaasError as exc:
+                log.warning("docker executor: removing %s failed: %s", name, exc)
+
+        task = asyncio.create_task(remove(), name=f"remove {name}")
+        self._removals[task] = name
+        task.add_done_callback(self._removals.pop)
 
     async def sweep_dead_instances(self) -> int:
         """Remove containers left by servers that no longer run; return the count.
@@ -651,14 +712,9 @@ class DockerExecutor:
         and is removed. Containers of a live server, this one included, and
         containers without the label are never touched.
         """
-        response = await self._call(
-            "GET", "/containers/json", what="list containers",
-            params={"all": "1", "filters": json.dumps({"label": [INSTANCE_LABEL]})},
-        )
-        if response.status_code != 200:
-            raise SandboxError(f"listing containers failed: {_message(response)}")
-        dead = [str(c["Id"]) for c in response.json()
-                if not instance.alive(str((c.get("Labels") or {}).get(INSTANCE_LABEL, "")))]
+        found = await self._labelled(INSTANCE_LABEL)
+        dead = [cid for cid, labels in found.items()
+                if not instance.alive(labels.get(INSTANCE_LABEL, ""))]
         await asyncio.gather(*(self._remove(n) for n in dead))
         if dead:
             log.info("docker executor: removed %d container(s) of dead servers", len(dead))
@@ -670,6 +726,18 @@ class DockerExecutor:
             return
         self._closed = True
         try:
+            if self._removals:
+                # Removals waiting for the daemon to finish a create or start.
+                # Bounded: what is still pending then carries this server's
+                # instance label, and the next start's sweep removes it.
+                _, late = await asyncio.wait(set(self._removals), timeout=self.api_timeout_s)
+                for task in late:
+                    task.cancel()
+                    self._live.discard(self._removals.get(task, ""))
+                if late:
+                    log.warning("docker executor: %d container removal(s) still waiting for "
+                                "the daemon at close; left to the next start's sweep", len(late))
+                    await asyncio.wait(late)
             if self._live:
                 await self.sweep()
         except FaasError as exc:
