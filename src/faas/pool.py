@@ -223,7 +223,14 @@ class SingleUsePool(Generic[T]):
 
 
 class PoolSet(Generic[T]):
-    """One pool per sandbox class, created on first use, sharing a memory budget."""
+    """One pool per sandbox class, created on first use, sharing a memory budget.
+
+    At most ``max_pools`` classes keep a pool: a caller choosing a new class
+    on every call (each ``memory_mb`` value is a class) would otherwise grow
+    the pools, their background tasks and their metric series without bound.
+    A new class beyond the cap evicts the least recently used pool, whose
+    waiting sandboxes are destroyed.
+    """
 
     def __init__(
         self,
@@ -234,22 +241,36 @@ class PoolSet(Generic[T]):
         policy: PoolPolicy,
         budget_bytes: int,
         item_bytes: Callable[[Hashable], int],
+        max_pools: int = 16,
     ) -> None:
         self.policy = policy
         self.budget_bytes = budget_bytes
+        self.max_pools = max(1, max_pools)
         self._start, self._destroy, self._healthy = start, destroy, healthy
         self._item_bytes = item_bytes
+        # Least recently used first (dicts keep insertion order; a use re-inserts).
         self.pools: dict[Hashable, SingleUsePool[T]] = {}
+        self._evicting: set[asyncio.Task[None]] = set()
 
     def pool(self, key: Hashable) -> SingleUsePool[T]:
-        pool = self.pools.get(key)
+        pool = self.pools.pop(key, None)
         if pool is None:
+            while len(self.pools) >= self.max_pools:
+                self._evict(next(iter(self.pools)))
             pool = SingleUsePool(key, self._start(key), self._destroy, self._healthy,
                                  policy=self.policy, item_bytes=self._item_bytes(key),
                                  budget=self._room_for)
-            self.pools[key] = pool
             pool.start()
+        self.pools[key] = pool
         return pool
+
+    def _evict(self, key: Hashable) -> None:
+        pool = self.pools.pop(key)
+        log.info("pool class cap (%d) reached: dropped the least recently used pool",
+                 self.max_pools)
+        task = asyncio.ensure_future(pool.aclose())
+        self._evicting.add(task)
+        task.add_done_callback(self._evicting.discard)
 
     def _room_for(self, pool: SingleUsePool[T]) -> int:
         """Bytes ``pool`` may hold: the budget less what the other pools hold."""
@@ -258,4 +279,4 @@ class PoolSet(Generic[T]):
         return max(0, self.budget_bytes - others)
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(p.aclose() for p in self.pools.values()))
+        await asyncio.gather(*(p.aclose() for p in self.pools.values()), *self._evicting)

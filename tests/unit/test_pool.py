@@ -121,6 +121,26 @@ async def test_poolset_shares_a_memory_budget() -> None:
     assert not f.alive
 
 
+async def test_poolset_keeps_at_most_max_pools_classes_dropping_the_least_recent() -> None:
+    f = Fakes()
+    pools = PoolSet(lambda key: f.start, f.destroy, f.healthy,
+                    policy=PoolPolicy(min_size=1, max_size=1, check_interval_s=0.02),
+                    budget_bytes=100 * 100, item_bytes=lambda key: 100, max_pools=3)
+    for key in ("a", "b", "c"):
+        pools.pool(key)
+    await settle()
+    pools.pool("a")  # now the most recent
+    for i in range(20):  # a caller cycling through classes
+        pools.pool(f"class-{i}")
+        await asyncio.sleep(0)
+    await settle()
+    assert len(pools.pools) == 3 and "class-19" in pools.pools
+    # Evicted pools destroyed what they held: only the 3 kept pools hold items.
+    assert len(f.alive) <= 3
+    await pools.aclose()
+    assert not f.alive
+
+
 async def test_cold_hand_out_uses_the_callers_start_and_wait_ready_waits() -> None:
     f = Fakes(start_s=0.05)
     pool = make(f, min_size=1, max_size=1)
