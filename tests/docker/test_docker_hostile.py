@@ -14,6 +14,7 @@ import pytest
 from docker_support import make_spec
 
 from faas import instance
+from faas.errors import FaasError
 from faas.executors.docker import INSTANCE_LABEL, MANAGED_LABEL, REQUEST_LABEL, DockerExecutor
 
 pytestmark = pytest.mark.docker
@@ -114,3 +115,32 @@ async def test_deadline_during_a_slow_start_answers_on_time_and_leaves_nothing(
         await ex.aclose()  # waits for the removal the daemon held up
     left = docker_daemon.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"})
     assert [c.name for c in left] == []
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"no": "version"}', b"[1, 2]"])
+async def test_a_daemon_answering_garbage_gives_a_faas_error(body: bytes) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ex = DockerExecutor(base_url=f"tcp://127.0.0.1:{port}", default_image="x", api_timeout_s=5)
+    try:
+        with pytest.raises(FaasError):
+            await ex.run(make_spec(["true"], timeout_s=10))
+        with pytest.raises(FaasError):
+            await ex.sweep_dead_instances()
+    finally:
+        await ex.aclose()
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_bad_base_url_is_a_faas_error() -> None:
+    with pytest.raises(FaasError):
+        DockerExecutor(base_url="ftp://nowhere")

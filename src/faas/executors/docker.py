@@ -329,7 +329,13 @@ class DockerExecutor:
                         f"Docker daemon at {self.base_url} answered /version with "
                         f"{response.status_code}: {_message(response)}"
                     )
-                self._prefix = f"/v{response.json()['ApiVersion']}"
+                try:
+                    version = response.json()["ApiVersion"]
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise SandboxError(
+                        f"Docker daemon at {self.base_url} gave an unreadable version: {exc!r}"
+                    ) from exc
+                self._prefix = f"/v{version}"
         return self._prefix
 
     async def _send(
