@@ -13,18 +13,21 @@ netlink allowed; any other family EAFNOSUPPORT):
    into dockerd), so it is read from a file: Debian ships it in
    ``golang-github-docker-docker-dev`` (same source package as ``docker.io``).
    That package drags in a Go toolchain, so setup extracts just the one file
-   into ``<cache>/seccomp/docker-default.json`` (see ``DEFAULT_PROFILE_PATHS``);
-   an installed package is used as well. ``socket`` and ``socketpair`` are
-   taken out of its unconditional allow list and allowed only for the four
-   families.
+   into ``<cache>/seccomp/docker-default.json`` (``python -m
+   faas.executors.docker_seccomp fetch``: ``apt-get download`` and
+   ``dpkg-deb``, no install); an installed package is used as well.
+   ``socket`` and ``socketpair`` are taken out of its unconditional allow
+   list and allowed only for the four families.
 2. **Generated from ``faas.executors.seccomp``'s policy** (when no copy of
    Docker's profile is present): the same declarative policy the namespace
    sandbox's classic-BPF filter is built from, rendered as a Docker profile:
    allow by default; EPERM for ``BLOCKED_X86_64``; ENOSYS for ``clone3`` (libc
    falls back to ``clone``); EPERM for ``clone`` with any CLONE_NEW* flag;
-   EAFNOSUPPORT for the other socket families; only the x86-64 ABI (other
-   ABIs hit the runtime's bad-architecture action). One policy, two renderings,
-   so the tiers cannot drift apart.
+   EAFNOSUPPORT for the other socket families; only the x86-64 ABI is listed,
+   so a system call of another ABI kills the process as in the sandbox (an
+   i386 ``int 0x80`` ended in SIGSYS under runc here; Docker's own profile
+   lets the i386 and x32 ABIs through its allowlist). One policy, two
+   renderings, so the tiers cannot drift apart.
 
 An operator's own profile (``DockerExecutor(seccomp_profile=...)``) replaces
 both and is passed unchanged.
@@ -33,8 +36,13 @@ both and is passed unchanged.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
+import subprocess
+import sys
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +53,7 @@ __all__ = [
     "DEFAULT_PROFILE_PATHS",
     "docker_default_profile",
     "family_rules",
+    "fetch",
     "generated_profile",
     "profile",
     "with_family_rule",
@@ -59,6 +68,7 @@ DEFAULT_PROFILE_PATHS: tuple[Path, ...] = (
 )
 
 _SOCKET_CALLS = ["socket", "socketpair"]
+_DEBIAN_PACKAGE = "golang-github-docker-docker-dev"
 
 
 def _arg0(op: str, value: int, value_two: int = 0) -> list[dict[str, Any]]:
@@ -139,3 +149,37 @@ def profile(paths: tuple[Path, ...] | None = None) -> tuple[str, str]:
     if base is not None:
         return json.dumps(with_family_rule(base)), "docker-default+families"
     return json.dumps(generated_profile()), "generated"
+
+
+def fetch(target: Path = DEFAULT_PROFILE_PATHS[0]) -> Path:
+    """Extract Docker's default profile from Debian's package into ``target`` (no install).
+
+    Raises ``OSError`` or ``subprocess.CalledProcessError`` when apt or dpkg fail.
+    """
+    member = "./" + str(DEFAULT_PROFILE_PATHS[1]).lstrip("/")
+    with tempfile.TemporaryDirectory(prefix="faas-seccomp-") as work:
+        subprocess.run(["apt-get", "download", "-q", _DEBIAN_PACKAGE], cwd=work, check=True,
+                       stdout=subprocess.DEVNULL, timeout=300)
+        debs = sorted(Path(work).glob("*.deb"))
+        if not debs:
+            raise FileNotFoundError(f"apt-get download {_DEBIAN_PACKAGE} produced no .deb")
+        tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(debs[0])], check=True,
+                             capture_output=True, timeout=120).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        extracted = archive.extractfile(member)
+        if extracted is None:
+            raise FileNotFoundError(f"{member} is not a file in {_DEBIAN_PACKAGE}")
+        data = extracted.read()
+    json.loads(data)  # refuse to store something that is not JSON
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target
+
+
+if __name__ == "__main__":  # python -m faas.executors.docker_seccomp fetch
+    if sys.argv[1:] != ["fetch"]:
+        print("usage: python -m faas.executors.docker_seccomp fetch", file=sys.stderr)
+        raise SystemExit(2)
+    print(fetch())
