@@ -134,6 +134,7 @@ class HealthProbe:
         self.results: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self.t0 = time.monotonic()
 
     def _run(self) -> None:
         while not self._stop.is_set() and len(self.results) < 2000:
@@ -141,11 +142,13 @@ class HealthProbe:
             try:
                 outcome = str(httpx.get(self.url, timeout=self.timeout_s).status_code)
             except httpx.HTTPError as exc:
-                outcome = f"{type(exc).__name__}: {exc}"
+                outcome = (f"{type(exc).__name__}: {exc} (at +{start - self.t0:.2f}s "
+                           "of the probe run)")
             self.results.append((time.monotonic() - start, outcome))
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> HealthProbe:
+        self.t0 = time.monotonic()
         self._thread.start()
         return self
 
@@ -316,10 +319,11 @@ def test_slowloris_of_thousands_of_connections(hostile: Server) -> None:
         with HealthProbe(hostile, timeout_s=2.0) as probe:
             for _ in range(3000):
                 open_one()
-            # Keep it up for ~6 s: trickle a byte on each, reopen the ones closed
-            # on us (at most 6000 more connections in all).
+            # Keep it up for ~6 s: trickle a byte on each, reopen up to 100 of the
+            # ones closed on us every half second (at most 1200 more in all), so the
+            # survivors outlive the header deadline.
             stop_at = time.monotonic() + 6
-            while time.monotonic() < stop_at and opened < 9000:
+            while time.monotonic() < stop_at:
                 alive: list[socket.socket] = []
                 for s in socks:
                     try:
@@ -329,15 +333,17 @@ def test_slowloris_of_thousands_of_connections(hostile: Server) -> None:
                         s.close()
                 reopen = len(socks) - len(alive)
                 socks[:] = alive
-                for _ in range(min(reopen, 9000 - opened)):
+                for _ in range(min(reopen, 100)):
                     open_one()
                 time.sleep(0.5)
-        probe.assert_healthy(within_s=2.0)
     finally:
         for s in socks:
             s.close()
-    assert opened >= 3000, (opened, failed)
     text = metrics(hostile)
+    closed = {line for line in text.splitlines() if line.startswith(CLOSED)}
+    print(f"opened {opened} (failed {failed}); {closed}")
+    probe.assert_healthy(within_s=2.0)
+    assert opened >= 3000, (opened, failed)
     assert metric_value(text, CLOSED, 'reason="evicted"') > evicted0
     assert metric_value(text, CLOSED, 'reason="header_timeout"') > timeouts0
     assert metric_value(text, "faas_http_connections") <= 500 + 5
@@ -420,10 +426,15 @@ def test_env_and_argv_at_their_limits_still_run(hostile: Server) -> None:
 
 
 def test_payload_array_over_1_mib_elements_is_413_with_a_base64_hint(hostile: Server) -> None:
+    answers = {}
     for count in (1024 * 1024 + 1, 2 * 1024 * 1024):
         body = '{"command": ["sh", "-c", "cat >/dev/null"], "payload": [' + ",".join(
             ["0"] * count) + "]}"
-        assert_error(post_raw(hostile, body), 413, "base64")
+        answers[count] = post_raw(hostile, body)
+    for count, r in answers.items():
+        assert r.status_code == 413 and "base64" in r.json()["error"], (
+            count, r.status_code, r.text[:500])
+        assert_error(r, 413, "base64")
     # exactly 1 MiB elements is still accepted
     body = '{"command": ["wc", "-c"], "payload": [' + ",".join(["7"] * 1024 * 1024) + "]}"
     r = post_raw(hostile, body)
@@ -636,7 +647,6 @@ def test_error_bodies_carry_no_host_details(hostile: Server) -> None:
         ("POST", "/functions/t/invoke", b'{"command": ["true"], "payload": "***"}'),
         ("POST", "/functions/t/invoke", b'{"command": ["true"], "nope": 1}'),
         ("POST", "/functions/t/invoke", b'{"command": ["true"], "executor": "nosuch"}'),
-        ("POST", "/functions/t/invoke", b'{"command": ["true"], "image": "../../etc"}'),
         ("GET", "/functions/t/invoke", None),
         ("GET", "/no/such/route", None),
         ("DELETE", "/healthz", None),
@@ -673,8 +683,10 @@ def test_sandbox_dev_is_read_only_and_dev_shm_is_capped(hostile: Server) -> None
     assert r.status_code == 200 and r.json()["exit_code"] not in (0, None), r.text
     r = hostile.invoke(["sh", "-c", "echo hi > /dev/shm/a && cat /dev/shm/a"])
     assert r.status_code == 200 and r.json()["stdout"] == "hi\n", r.text
-    # 100 MiB into /dev/shm, with memory to spare (so only a size cap can stop it)
-    r = hostile.invoke(["sh", "-c", "head -c 104857600 /dev/zero > /dev/shm/big"],
+    # 100 MiB into /dev/shm in files of 20 MiB (under RLIMIT_FSIZE), with memory to
+    # spare: only a size cap on the mount can stop it.
+    r = hostile.invoke(["sh", "-c", "for i in 1 2 3 4 5; do "
+                        "head -c 20971520 /dev/zero > /dev/shm/big$i || exit 1; done"],
                        memory_mb=1024)
     assert r.status_code == 200, r.text
     body = r.json()
