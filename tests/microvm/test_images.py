@@ -28,13 +28,15 @@ def test_second_build_is_cached_and_fast(image_manifest: Manifest) -> None:
 def test_manifest_records_versions_sizes_and_hashes(image_manifest: Manifest) -> None:
     assert image_manifest.kernel_release.endswith("cloud-amd64")
     assert "python3" in image_manifest.packages
-    for name in ("kernel", "initrd", "rootfs", "rootfs_tar"):
+    for name in ("kernel", "bzimage", "initrd", "rootfs", "rootfs_tar"):
         art = image_manifest.files[name]
         assert Path(art.path).stat().st_size == art.size
     initrd = image_manifest.files["initrd"]
     assert sha256_file(Path(initrd.path)) == initrd.sha256
     kernel = Path(image_manifest.files["kernel"].path).read_bytes()[:4]
     assert kernel == b"\x7fELF"
+    bzimage = Path(image_manifest.files["bzimage"].path).read_bytes()[0x202:0x206]
+    assert bzimage == b"HdrS"  # the Linux boot protocol header
     with Path(image_manifest.files["rootfs"].path).open("rb") as fh:
         fh.seek(1024 + 56)
         assert struct.unpack("<H", fh.read(2))[0] == 0xEF53  # ext4 superblock magic

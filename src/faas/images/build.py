@@ -30,7 +30,7 @@ from faas.images.initramfs import build_initramfs, render_init
 from faas.images.kernel import ensure_kernel
 from faas.images.rootfs import MIRROR, PACKAGES, SUITE, ensure_rootfs_tar, rootfs_key
 
-IMAGE_SET_VERSION = "1"
+IMAGE_SET_VERSION = "2"
 # Older image sets kept besides the current one: a running server may still
 # boot from the previous set for a while after a rebuild.
 KEEP_OLD_SETS = 1
@@ -73,11 +73,14 @@ class Manifest:
 
 @dataclass(frozen=True, slots=True)
 class GuestImages:
-    """The files a VMM boots: kernel (ELF vmlinux), optional initramfs, root ext4."""
+    """The files a VMM boots: kernel (ELF vmlinux), optional initramfs, root ext4;
+    and the same kernel as a bzImage where we have it (QEMU boots that one: only
+    the bzImage's decompressor randomizes the kernel's address, KASLR)."""
 
     kernel: Path
     rootfs: Path
     initrd: Path | None
+    bzimage: Path | None = None
 
 
 def build_images(cache_dir: Path | str | None = None, force: bool = False) -> Manifest:
@@ -102,11 +105,12 @@ def build_images(cache_dir: Path | str | None = None, force: bool = False) -> Ma
         out.mkdir(parents=True, exist_ok=True)
         build_initramfs(kernel, out / "initramfs.cpio")
         build_root_ext4(rootfs_tar, out / "rootfs.ext4")
-        vmlinux = out / "vmlinux"
-        vmlinux.unlink(missing_ok=True)
-        os.link(kernel.vmlinux, vmlinux)
+        for src, dst in ((kernel.vmlinux, out / "vmlinux"), (kernel.bzimage, out / "bzImage")):
+            dst.unlink(missing_ok=True)
+            os.link(src, dst)
         files = {name: _artifact(path) for name, path in [
-            ("kernel", vmlinux), ("initrd", out / "initramfs.cpio"),
+            ("kernel", out / "vmlinux"), ("bzimage", out / "bzImage"),
+            ("initrd", out / "initramfs.cpio"),
             ("rootfs", out / "rootfs.ext4"), ("rootfs_tar", rootfs_tar)]}
         manifest = Manifest(
             key=key, directory=str(out),
@@ -176,6 +180,9 @@ def guest_images(cache_dir: Path | str | None = None, *, build: bool = True) -> 
             if manifest is None:
                 raise ImageBuildError("no guest image built yet: run `faas image build`")
     kernel = Path(kernel_env) if kernel_env else _need(manifest).path_of("kernel")
+    bzimage: Path | None = None
+    if not kernel_env and "bzimage" in _need(manifest).files:
+        bzimage = _need(manifest).path_of("bzimage")
     rootfs = Path(rootfs_env) if rootfs_env else _need(manifest).path_of("rootfs")
     if initrd_env:
         initrd: Path | None = Path(initrd_env)
@@ -183,10 +190,11 @@ def guest_images(cache_dir: Path | str | None = None, *, build: bool = True) -> 
         initrd = None
     else:
         initrd = _need(manifest).path_of("initrd")
-    for what, path in (("kernel", kernel), ("rootfs", rootfs), ("initrd", initrd)):
+    for what, path in (("kernel", kernel), ("rootfs", rootfs), ("initrd", initrd),
+                       ("bzImage", bzimage)):
         if path is not None and not path.is_file():
             raise ImageBuildError(f"guest {what} {path} does not exist")
-    return GuestImages(kernel=kernel, rootfs=rootfs, initrd=initrd)
+    return GuestImages(kernel=kernel, rootfs=rootfs, initrd=initrd, bzimage=bzimage)
 
 
 def _need(manifest: Manifest | None) -> Manifest:

@@ -57,6 +57,12 @@ class KernelBuild:
         return self.directory / "vmlinux"
 
     @property
+    def bzimage(self) -> Path:
+        """The compressed kernel as packaged: its decompressor applies KASLR, which a
+        VMM loading ``vmlinux`` directly (PVH entry) skips."""
+        return self.directory / "bzImage"
+
+    @property
     def busybox(self) -> Path:
         return self.directory / "busybox"
 
@@ -87,7 +93,7 @@ def _load(cache_dir: Path, pointer: Path) -> KernelBuild | None:
                             data["package_version"], data["busybox_version"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    files = [build.vmlinux, build.busybox, *build.modules]
+    files = [build.vmlinux, build.bzimage, build.busybox, *build.modules]
     return build if all(f.is_file() for f in files) else None
 
 
@@ -113,6 +119,7 @@ def _fetch(cache_dir: Path) -> KernelBuild:
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "modules").mkdir(parents=True)
         extract_vmlinux(tree / "boot" / f"vmlinuz-{release}", staging / "vmlinux")
+        shutil.copy2(tree / "boot" / f"vmlinuz-{release}", staging / "bzImage")
         shutil.copy2(tree / "bin" / "busybox", staging / "busybox")
         module_root = tree / "lib" / "modules" / release / "kernel"
         for module in GUEST_MODULES:

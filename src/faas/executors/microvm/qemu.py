@@ -81,6 +81,16 @@ class QemuDriver:
             extra = f" tsc_early_khz={khz}"
         return config.cmdline() + extra
 
+    @staticmethod
+    def kernel(config: VMConfig) -> Path:
+        """The bzImage when there is one: its decompressor randomizes where the kernel
+        lives (KASLR); a vmlinux loaded through the PVH entry always sits at its link
+        address. ``FAAS_QEMU_KASLR=0`` boots the vmlinux (a little faster under TCG)."""
+        images = config.images
+        if images.bzimage is not None and os.environ.get("FAAS_QEMU_KASLR", "1") != "0":
+            return images.bzimage
+        return images.kernel
+
     def channel(self, config: VMConfig, workdir: Path) -> Channel:
         if self.vsock:
             self._cid = next(_cids) % (2**31)
@@ -100,7 +110,7 @@ class QemuDriver:
             "-m", f"{config.memory_mib}M", "-smp", str(config.vcpus),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-serial", f"file:{workdir / 'console.log'}",
-            "-kernel", str(images.kernel), "-append", self.cmdline(config),
+            "-kernel", str(self.kernel(config)), "-append", self.cmdline(config),
             "-drive", f"id=root,file={_escape(images.rootfs)},format=raw,if=none,readonly=on",
             "-device", "virtio-blk-device,drive=root",
             "-drive", f"id=scratch,file={_escape(workdir / 'scratch.ext4')},format=raw,if=none,"
@@ -146,6 +156,7 @@ async def kvm_canary(binary: str, images: GuestImages,
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return CanaryResult(False, "/dev/kvm is missing or not accessible")
     key = canary_key("qemu-kvm", file_identity(binary), file_identity(images.kernel),
+                     file_identity(images.bzimage),
                      file_identity(images.rootfs), file_identity(images.initrd))
 
     async def probe() -> CanaryResult:

@@ -89,7 +89,8 @@ def snapshot_key(driver: QemuDriver, config: VMConfig) -> str:
     images = config.images
     return inputs_hash([
         SNAPSHOT_FORMAT, file_identity(driver.binary), driver.accel,
-        file_identity(images.kernel), file_identity(images.initrd), file_identity(images.rootfs),
+        file_identity(driver.kernel(config)), file_identity(images.initrd),
+        file_identity(images.rootfs),
         str(config.vcpus), str(config.memory_mib), str(config.scratch_bytes),
         driver.cmdline(config),
     ])
