@@ -70,3 +70,26 @@ def test_limits_are_clamped_to_the_server_maxima() -> None:
     assert (big.vcpus, big.memory_mib, big.scratch_bytes) == (2, 1024, 1024 << 20)
     small = settings.vm_config(IMAGES, Limits(vcpus=1, memory_bytes=16 << 20))
     assert small.memory_mib == 128  # the floor the guest needs to start
+
+
+def test_vmm_uids_are_never_shared_between_servers_of_one_host(tmp_path: Path) -> None:
+    """Two servers (two pools on one lock folder) never hold the same uid at once;
+    a released uid (or one of a server that died: the kernel drops its flock) is free."""
+    import pytest
+
+    from faas.errors import SandboxError
+    from faas.executors.microvm.vm import HostUidPool
+
+    first = HostUidPool(300_000, 3, lock_dir=tmp_path / "locks")
+    second = HostUidPool(300_000, 3, lock_dir=tmp_path / "locks")
+    a, b = first.lease(), second.lease()
+    assert {a, b} == {300_000, 300_001}
+    c = second.lease()
+    assert c == 300_002
+    with pytest.raises(SandboxError, match="no free VMM uid"):
+        first.lease()
+    first.release(a)
+    assert second.lease() == a
+    for uid in (a, b, c):
+        second.release(uid)
+    assert sorted(first.lease() for _ in range(3)) == [300_000, 300_001, 300_002]
