@@ -146,6 +146,11 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise ValidationError(f"request body is not valid JSON: {clip(exc, 200)}") from None
     if not isinstance(data, dict):
         raise ValidationError("request body must be a JSON object")
+    payload = data.get("payload")
+    if isinstance(payload, list) and len(payload) > MAX_PAYLOAD_ARRAY:
+        raise PayloadTooLarge(
+            f"a payload array may hold at most {MAX_PAYLOAD_ARRAY} bytes; a larger payload "
+            "must be sent as a base64 string")
     return data
 
 

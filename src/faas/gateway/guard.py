@@ -15,10 +15,12 @@ uvicorn instantiates per connection) with three rules:
 * **Header size.** More than ``max_header_bytes`` received without complete
   headers closes the connection.
 * **Connection cap.** At most ``max_connections`` are open. One more evicts
-  the oldest connection that is not in the middle of a request (still
-  sending headers, or idle between requests); if every connection is busy,
-  the newcomer is closed at once. A flood of slow clients therefore cannot
-  lock out a health check or a real caller: they are the ones evicted.
+  a connection that is not in the middle of a request: the oldest one stuck
+  in a request's headers first, then the oldest idle between requests, then
+  the oldest that has sent nothing (a connection whose complete request
+  waits unread is spared); if there is none, the newcomer is closed at once.
+  A flood of slow clients therefore cannot lock out a health check or a real
+  caller: they are the ones evicted.
 
 Closing is quiet: one rate-limited log line, never a traceback.
 """
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 log = logging.getLogger("faas.gateway.guard")
@@ -59,6 +63,7 @@ def guard(base: type[asyncio.Protocol], *, read_timeout_s: float, max_connection
         _guard_timer: asyncio.TimerHandle | None = None
         _guard_quiet_since = 0.0
         _guard_header_bytes = 0
+        _guard_served = False
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
@@ -93,6 +98,7 @@ def guard(base: type[asyncio.Protocol], *, read_timeout_s: float, max_connection
                 self.transport.close()
 
         def on_response_complete(self) -> None:
+            self._guard_served = True
             self._guard_quiet_since = self.loop.time()
             self._guard_header_bytes = 0
             super().on_response_complete()
@@ -126,19 +132,56 @@ def guard(base: type[asyncio.Protocol], *, read_timeout_s: float, max_connection
             self.transport.close()
 
         def _guard_make_room(self) -> None:
-            for other in connections:
-                if other is not self and not other._guard_busy():
-                    counters.evicted += 1
-                    log.warning("connection cap (%d) reached: closed the oldest idle "
-                                "connection", max_connections)
-                    other.transport.close()
-                    connections.pop(other, None)
-                    return
+            victim = self._guard_victim()
+            if victim is not None:
+                counters.evicted += 1
+                log.warning("connection cap (%d) reached: closed an idle connection",
+                            max_connections)
+                victim.transport.close()
+                connections.pop(victim, None)
+                return
             counters.refused += 1
             log.warning("connection cap (%d) reached with every connection busy: "
                         "refused a new one", max_connections)
             self.transport.close()
             connections.pop(self, None)
+
+        def _guard_victim(self) -> Any:
+            """The connection to close for a newcomer, or None to refuse the newcomer.
+
+            First the oldest that sent part of a request's headers and no more
+            (what a slow-headers attack looks like), then the oldest idle
+            between requests, then the oldest that has sent nothing. In a burst
+            the server accepts many connections before it reads any, so a
+            connection whose bytes were not read yet is judged by peeking at
+            its socket: a complete request waiting there (a health check
+            caught in the burst) is never chosen.
+            """
+            idle = silent = None
+            for other in connections:
+                if other is self or other._guard_busy():
+                    continue
+                if other._guard_header_bytes:
+                    return other
+                if other._guard_served:
+                    idle = idle or other
+                    continue
+                waiting = other._guard_peek()
+                if b"\r\n\r\n" in waiting:
+                    continue  # a whole request, not read yet
+                if waiting:
+                    return other
+                silent = silent or other
+            return idle or silent
+
+        def _guard_peek(self) -> bytes:
+            """Bytes received on this connection and not read yet (a peek, no read)."""
+            try:
+                fd = self.transport.get_extra_info("socket").fileno()
+                with socket.socket(fileno=os.dup(fd)) as sock:
+                    return sock.recv(max_header_bytes, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (OSError, AttributeError, ValueError):
+                return b""
 
     Guarded.__name__ = f"Guarded{base.__name__}"
     Guarded.__qualname__ = Guarded.__name__
