@@ -63,6 +63,10 @@ from faas.images.common import inputs_hash
 log = logging.getLogger("faas.microvm.snapshot")
 SNAPSHOT_FORMAT = "1"
 KEEP_SNAPSHOTS = 4
+#: Classes whose snapshots this process keeps as "in use" (least recently used
+#: beyond it become prunable): a caller choosing a new ``memory_mb`` on every
+#: call must not fill the disk with one saved guest per class.
+MAX_IN_USE = 8
 MAX_STRIKES = 3
 _QMP_TIMEOUT_S = 60.0
 _CHUNK = 1024 * 1024
@@ -294,8 +298,9 @@ class SnapshotStore:
     async def get(self, driver: QemuDriver, config: VMConfig) -> Snapshot:
         """The snapshot for ``config``; raises ``SandboxError`` if it cannot be had."""
         key = snapshot_key(driver, config)
-        found = self._memo.get(key)
+        found = self._memo.pop(key, None)
         if found is not None and found.complete():
+            self._memo[key] = found  # most recently used last
             return found
         if key in self._failed:
             raise SandboxError(f"snapshot {key} unusable: {self._failed[key]}")
@@ -312,6 +317,8 @@ class SnapshotStore:
             with contextlib.suppress(OSError):
                 os.utime(found.directory)  # most recently used, for prune
             self._memo[key] = found
+            while len(self._memo) > MAX_IN_USE:
+                self._memo.pop(next(iter(self._memo)))
             await asyncio.to_thread(self.prune)
             return found
 
