@@ -189,6 +189,22 @@ async def test_each_vmm_runs_as_a_host_uid_of_its_own(qemu: QemuExecutor) -> Non
             await vm.kill()
 
 
+async def test_vmm_gets_none_of_the_servers_environment(
+    qemu: QemuExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guest that took over QEMU must not find the server's secrets in its environment."""
+    monkeypatch.setenv("FAAS_TEST_SERVER_SECRET", "server-only-value")
+    vm = await qemu.start_vm(Limits())
+    try:
+        assert vm.pid is not None
+        environ = Path(f"/proc/{vm.pid}/environ").read_bytes()
+        assert b"server-only-value" not in environ
+        assert set(dict(e.split(b"=", 1) for e in environ.split(b"\0") if e)) <= {
+            b"PATH", b"LANG", b"TMPDIR"}
+    finally:
+        await vm.kill()
+
+
 async def test_guest_defence_in_depth(qemu: QemuExecutor) -> None:
     """Even a command that owned a guest kernel bug would have less to work with:
     no unprivileged user namespaces, no setuid/setgid file, KASLR not turned off,

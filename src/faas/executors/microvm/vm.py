@@ -55,6 +55,8 @@ from faas.images.common import ImageBuildError
 from faas.images.disk import make_scratch_disk
 
 T = TypeVar("T")
+VMM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "LANG": "C.UTF-8"}
 _KILL_WAIT_S = 5.0
 # After the VMM exits, how long buffered channel data may still be read.
 _DRAIN_AFTER_EXIT_S = 0.3
@@ -243,8 +245,10 @@ class MicroVM:
     def _start_process(self, argv: list[str], workdir: Path) -> None:
         log = open(workdir / "vmm.log", "wb")  # noqa: SIM115 - handed to the child
         stdin: Any = subprocess.DEVNULL
-        # Temporary files the VMM makes (QEMU's snapshot=on overlays) go in the work folder.
-        env = {**os.environ, "TMPDIR": str(workdir)}
+        # A fixed environment: the server's own (secrets, tokens) never reaches a
+        # process that guest code might one day take over. Temporary files the
+        # VMM makes (QEMU's snapshot=on overlays) go in the work folder.
+        env = {**VMM_ENV, "TMPDIR": str(workdir)}
         try:
             if self.restore_from is not None:
                 stdin = open(self.restore_from, "rb")  # noqa: SIM115 - handed to the child
