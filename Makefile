@@ -11,7 +11,7 @@ serve: setup
 
 lint:
 	.venv/bin/ruff check src tests bench
-	.venv/bin/mypy src
+	bash scripts/typecheck.sh
 
 bench: bench-sandbox bench-memory bench-docker bench-microvm
 

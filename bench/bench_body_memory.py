@@ -19,6 +19,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from common import RawClient, gateway_process
 
@@ -54,7 +55,7 @@ def main() -> None:
     body = json.dumps({"command": ["sh", "-c", "cat >/dev/null"],
                        "payload": base64.b64encode(os.urandom(limit)).decode()}).encode()
     env = {"FAAS_EXECUTORS": "sandbox", "FAAS_MAX_CONCURRENCY": "32", "FAAS_MAX_QUEUE": "64"}
-    rows = []
+    rows: list[dict[str, Any]] = []
     with gateway_process(env) as (url, proc):
         asyncio.run(burst(url, json.dumps({"command": ["true"]}).encode(), 4))  # warm up
         time.sleep(0.5)

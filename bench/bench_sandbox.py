@@ -57,7 +57,7 @@ async def platform(url: str, n: int) -> dict[str, dict[str, float]]:
     background = [asyncio.ensure_future(RawClient(host, int(port)).request(
         "POST", "/functions/bg/invoke", sleeper)) for _ in range(50)]
     await asyncio.sleep(0.5)
-    health = []
+    health: list[float] = []
     while not all(t.done() for t in background) and len(health) < 400:
         t0 = time.perf_counter()
         status, _ = await client.request("GET", "/healthz")

@@ -12,7 +12,7 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check src tests bench
-echo "== mypy --strict"
-.venv/bin/mypy src
+echo "== mypy --strict (package, benchmarks, tests)"
+bash scripts/typecheck.sh
 echo "== pytest"
 .venv/bin/pytest -ra -p no:cacheprovider tests "$@"

@@ -33,6 +33,7 @@ async def test_sweep_everything_removes_leftovers_of_a_crashed_server(
         assert await ex.sweep(everything=True) >= 1
     finally:
         await ex.aclose()
+    assert leftover.id is not None
     with pytest.raises(docker.errors.NotFound):
         docker_daemon.containers.get(leftover.id)
 

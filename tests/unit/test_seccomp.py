@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +34,7 @@ def run_bpf(prog: bytes, nr: int, args: tuple[int, ...] = (), arch: int = X86_64
             acc = struct.unpack_from("<I", data, k)[0]
             pc += 1
         elif code == 0x06:  # ret k
-            return k
+            return int(k)
         elif code in (0x15, 0x35, 0x45):  # jeq, jge, jset
             hit = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
             pc += 1 + (jt if hit else jf)
@@ -75,14 +77,14 @@ def test_filter_keeps_the_rest_of_the_policy() -> None:
     assert run_bpf(custom, seccomp.SYS_SOCKET, (AF_VSOCK,)) == errno_ret(errno.EAFNOSUPPORT)
 
 
-def profile_action(profile: dict, name: str, arg0: int) -> tuple[str, int | None]:
+def profile_action(profile: dict[str, Any], name: str, arg0: int) -> tuple[str, int | None]:
     """What a Docker profile does with ``name(arg0, ...)`` for a capability-less x86-64 container.
 
     Evaluates the rules as runc and libseccomp do for disjoint rules: the
     conditions of one rule all hold; rules whose ``includes``/``excludes``
     name capabilities or architectures are judged for no capabilities on amd64.
     """
-    ops = {
+    ops: dict[str, Callable[[int, int, int], bool]] = {
         "SCMP_CMP_EQ": lambda a, v, _: a == v, "SCMP_CMP_NE": lambda a, v, _: a != v,
         "SCMP_CMP_GT": lambda a, v, _: a > v, "SCMP_CMP_MASKED_EQ": lambda a, v, w: a & v == w,
     }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# mypy --strict on the package, the benchmarks and every test folder.
+# Test folders with a conftest.py of their own are checked one at a time:
+# they are not packages (tests/docker must not shadow the docker SDK), so
+# each conftest would otherwise be a second module named "conftest".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MYPY=.venv/bin/mypy
+MYPYPATH=src:tests "$MYPY" src bench tests/conftest.py tests/helpers.py tests/unit tests/integration
+for dir in tests/security tests/docker tests/microvm; do
+  MYPYPATH="src:tests:$dir" "$MYPY" "$dir"
+done
