@@ -108,3 +108,18 @@ def test_pooled_invocations_over_http_are_warm_fresh_and_counted(gateway: str) -
     assert body["start"]["kind"] == "warm" and body["start"]["start_ms"] < 1000
     metrics = httpx.get(f"{gateway}/metrics", timeout=10).text
     assert 'faas_sandbox_starts_total{executor="qemu",kind="warm"}' in metrics
+
+
+def test_hostile_requests_leave_the_gateway_serving(gateway: str) -> None:
+    """Issue 8 on this tier: unread 6 MiB stdin, a huge env, the host's kernel command line."""
+    big = base64.b64encode(bytes(6 * 1024 * 1024)).decode()
+    for command in (["true"], ["head", "-c", "1"]):
+        r = invoke(gateway, command=command, payload=big, executor="qemu")
+        assert r.status_code == 200 and r.json()["exit_code"] == 0, r.text[:500]
+    r = invoke(gateway, command=["true"], env_vars=[f"V{i}=x" for i in range(300_000)],
+               executor="qemu")
+    assert r.status_code == 400 and "env_vars" in r.json()["error"], r.text[:300]
+    r = invoke(gateway, command=["cat", "/proc/cmdline"], executor="qemu")
+    host_cmdline = Path("/proc/cmdline").read_text().strip()
+    assert r.status_code == 200 and host_cmdline not in r.json()["stdout"], r.text
+    assert httpx.get(f"{gateway}/healthz", timeout=10).status_code == 200
