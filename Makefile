@@ -1,10 +1,15 @@
-.PHONY: setup test serve bench bench-sandbox bench-memory bench-docker bench-microvm lint
+.PHONY: setup test mutants serve bench bench-sandbox bench-memory bench-docker bench-microvm lint
 
 setup:
 	bash scripts/setup.sh
 
 test:
 	bash scripts/test.sh
+
+# Mutation check: each defence-removing patch of mutants.toml must make its tests fail
+# (scripts/mutants.py --help; e.g. make mutants MUTANTS_ARGS="--only docker-*").
+mutants:
+	.venv/bin/python scripts/mutants.py $(MUTANTS_ARGS)
 
 serve: setup
 	.venv/bin/faas serve

@@ -289,14 +289,18 @@ class Report:
 
 def read_junit(path: Path) -> Report | None:
     try:
-        root = ET.parse(path).getroot()
+        root = ET.parse(path).getroot()  # noqa: S314 - our own pytest's report
     except (OSError, ET.ParseError):
         return None
     report = Report()
     for case in root.iter("testcase"):
         node = f"{case.get('classname', '')}::{case.get('name', '')}"
-        if case.find("failure") is not None or case.find("error") is not None:
-            report.failed.append(node)
+        bad = case.find("failure")
+        if bad is None:
+            bad = case.find("error")
+        if bad is not None:
+            message = " ".join((bad.get("message") or bad.tag).split())[:160]
+            report.failed.append(f"{node}: {message}")
         elif (skip := case.find("skipped")) is not None:
             report.skipped.append((node, skip.get("message", "")))
         else:
@@ -504,9 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_mutant(m, args.workdir, args.keep)
         with lock:
             outcomes[m.name] = outcome
+            first = outcome.detail.splitlines()[0] if outcome.detail else ""
             print(f"[{len(outcomes):2}/{len(mutants)}] {m.name}: {outcome.label} "
-                  f"({outcome.seconds:.1f}s) {outcome.detail.splitlines()[0] if outcome.detail else ''}",
-                  flush=True)
+                  f"({outcome.seconds:.1f}s) {first}", flush=True)
             if outcome.verdict == "ERROR":
                 print(_indent(outcome.detail), flush=True)
 
