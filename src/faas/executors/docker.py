@@ -170,6 +170,15 @@ class _Capture:
             self.truncated[self._stream] = True
 
 
+def oom_message(limit_bytes: int) -> str:
+    """How an OOM kill is reported: the limit that fired, as the sandbox tier words it."""
+    if limit_bytes <= 0:
+        return "out of memory: killed by the kernel OOM killer (the container had no memory limit)"
+    mib = limit_bytes / (1024 * 1024)
+    size = f"{mib:.0f}" if mib == int(mib) else f"{mib:.1f}"
+    return f"out of memory: killed by the cgroup memory limit of {size} MiB"
+
+
 def _message(response: httpx.Response) -> str:
     """The Engine's error message from a failed response."""
     with contextlib.suppress(ValueError):
@@ -500,13 +509,23 @@ class DockerExecutor:
         code = response.json().get("StatusCode")
         return int(code) if isinstance(code, int) else None
 
-    async def _oom_killed(self, name: str) -> bool:
+    async def _oom_limit(self, name: str) -> int | None:
+        """The memory limit in force when the OOM killer struck (0: none), else None.
+
+        Read from the inspected container (``HostConfig.Memory``, what the
+        daemon put in the container's memory cgroup), never from the request,
+        so the report names the limit that actually fired.
+        """
         response = await self._call(
             "GET", f"/containers/{quote(name)}/json", what="inspect the container"
         )
         if response.status_code != 200:
-            return False
-        return bool(response.json().get("State", {}).get("OOMKilled"))
+            return None
+        info = response.json()
+        if not (info.get("State") or {}).get("OOMKilled"):
+            return None
+        limit = (info.get("HostConfig") or {}).get("Memory")
+        return limit if isinstance(limit, int) and limit > 0 else 0
 
     async def _kill(self, name: str) -> None:
         # 404 (gone) and 409 (not running) both mean there is nothing left to kill.
@@ -559,7 +578,7 @@ class DockerExecutor:
                         ran = True
                         await self._pump(conn, spec.payload, capture)
                         status = await self._wait(name)
-                        self._describe(result, status, await self._was_oom(name, status), spec)
+                        self._describe(result, status, await self._was_oom(name, status))
             except TimeoutError:
                 if not timeout.expired():
                     raise
@@ -595,22 +614,19 @@ class DockerExecutor:
         result.stderr_truncated = capture.truncated[_STDERR]
         return result
 
-    async def _was_oom(self, name: str, status: int | None) -> bool:
+    async def _was_oom(self, name: str, status: int | None) -> int | None:
         # Only a SIGKILL can be the OOM killer; skip the extra round trip otherwise.
-        return status == _SIGKILL_STATUS and await self._oom_killed(name)
+        return await self._oom_limit(name) if status == _SIGKILL_STATUS else None
 
     @staticmethod
-    def _describe(
-        result: InvocationResult, status: int | None, oom: bool, spec: ExecutionSpec
-    ) -> None:
+    def _describe(result: InvocationResult, status: int | None, oom_limit: int | None) -> None:
         # The Engine reports a death by signal N as 128+N; describe_exit wants -N.
         returncode = status
         if status is not None and 128 < status <= 128 + 64:
             returncode = -(status - 128)
         result.exit_code, result.signal, result.error = describe_exit(returncode)
-        if oom:  # worded as the sandbox tier words it
-            mib = spec.limits.memory_bytes // (1024 * 1024)
-            result.error = f"out of memory: killed at the {mib} MiB limit"
+        if oom_limit is not None:  # worded as the sandbox tier words it
+            result.error = oom_message(oom_limit)
 
     async def _pump(
         self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], payload: bytes,
