@@ -22,6 +22,8 @@ from faas.images.docker_image import DEFAULT_TAG, ensure_docker_image
 from faas.images.rootfs import ensure_rootfs_tar
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from docker_support import CallCheckedExecutor
+
 from helpers import record_tier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,8 +81,11 @@ def no_docker_leaks(
 
 
 @pytest.fixture
-async def executor(docker_image: str) -> AsyncIterator[DockerExecutor]:
-    ex = DockerExecutor(default_image=docker_image)
+async def executor(
+    docker_image: str, docker_daemon: docker.DockerClient
+) -> AsyncIterator[DockerExecutor]:
+    """An executor whose every call is followed by a check that its container is gone."""
+    ex = CallCheckedExecutor(docker_daemon, default_image=docker_image)
     try:
         yield ex
     finally:

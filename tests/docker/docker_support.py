@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from faas.models import ExecutionSpec, Limits
+import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
+from docker.models.containers import Container
+
+from faas.executors.docker import OWNER_LABEL, REQUEST_LABEL, DockerExecutor
+from faas.models import ExecutionSpec, InvocationResult, Limits
+
+_T = TypeVar("_T")
+
+#: Appended to a probe's script: the command waits until the test releases it.
+GATE = "while [ ! -e /tmp/.go ]; do sleep 0.05; done"
 
 
 def make_spec(
@@ -19,3 +33,91 @@ def make_spec(
         env=env or {}, payload=payload, deadline=loop.time() + timeout_s,
         limits=Limits(**limits), image=image,
     )
+
+
+def owned_containers(client: docker.DockerClient, owner: str) -> list[str]:
+    """Every container (any state) carrying ``faas.owner=<owner>``, as "name (status)"."""
+    found = client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})
+    return [f"{c.name} ({c.status})" for c in found]
+
+
+class CallCheckedExecutor(DockerExecutor):
+    """A ``DockerExecutor`` that asserts, after every call, that its container is gone.
+
+    The check asks the daemon directly (not the executor) and runs when the
+    call returns, before ``aclose()`` could sweep anything: a container left
+    behind by one call fails that call's test. It runs when no other call of
+    this executor is in flight and no deliberate background removal (a start
+    the daemon still holds after a deadline) is pending.
+    """
+
+    def __init__(self, client: docker.DockerClient, *, default_image: str) -> None:
+        super().__init__(default_image=default_image)
+        self.client = client
+        self.running = 0
+
+    async def run(self, spec: ExecutionSpec) -> InvocationResult:
+        self.running += 1
+        try:
+            result = await super().run(spec)
+        except asyncio.CancelledError:
+            self.running -= 1
+            raise
+        except Exception:
+            self.running -= 1
+            await self.assert_nothing_left(spec)
+            raise
+        self.running -= 1
+        await self.assert_nothing_left(spec)
+        return result
+
+    async def assert_nothing_left(self, spec: ExecutionSpec) -> None:
+        if self.running or self._removals:
+            return
+        left = await asyncio.to_thread(owned_containers, self.client, self.owner)
+        assert not left, f"call {spec.request_id!r} left containers behind: {left}"
+
+
+def _find_running(client: docker.DockerClient, request_id: str, timeout_s: float) -> Container:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = client.containers.list(filters={"label": f"{REQUEST_LABEL}={request_id}"})
+        if found:
+            container = found[0]
+            ready = container.exec_run(["test", "-e", "/tmp/.ready"], user="65534:65534")
+            if ready.exit_code == 0:
+                container.reload()
+                return container
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no running container for request {request_id} in time")
+        time.sleep(0.05)
+
+
+async def while_running(
+    executor: DockerExecutor, client: docker.DockerClient, script: str,
+    check: Callable[[Container], _T], *, timeout_s: float = 60.0, **limits: int,
+) -> tuple[_T, InvocationResult]:
+    """Run ``script`` in a container, call ``check`` on it while it runs, then let it end.
+
+    ``script`` runs in ``sh``; once it is done the command marks itself ready
+    and waits; ``check(container)`` runs then (in a thread, with the container
+    inspected afresh), after which the test lets the command exit. Returns
+    what ``check`` returned and the call's result.
+    """
+    request_id = f"probe-{secrets.token_hex(6)}"
+    spec = dataclasses.replace(
+        make_spec(["sh", "-c", f"{script}\ntouch /tmp/.ready; {GATE}"],
+                  request_id=request_id, timeout_s=timeout_s),
+        limits=Limits(**limits),
+    )
+    task = asyncio.create_task(executor.run(spec))
+    try:
+        container = await asyncio.to_thread(_find_running, client, request_id, timeout_s)
+        value = await asyncio.to_thread(check, container)
+        await asyncio.to_thread(container.exec_run, ["touch", "/tmp/.go"], user="65534:65534")
+        result = await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+    return value, result
