@@ -29,6 +29,15 @@ def describe_exit(returncode: int | None) -> tuple[int | None, int | None, str |
     return 0, None, None
 
 
+def describe_oom(limit_bytes: int | None) -> str:
+    """The error of a command the kernel's cgroup OOM killer killed, naming the enforced limit."""
+    if limit_bytes is None:
+        return "out of memory: killed by the kernel OOM killer (no cgroup memory limit)"
+    mib = limit_bytes / 2**20
+    size = f"{mib:.0f} MiB" if mib == int(mib) else f"{limit_bytes} bytes"
+    return f"out of memory: killed by the cgroup memory limit of {size}"
+
+
 def spawn_error(command: str, exc: OSError) -> tuple[int, str]:
     """(exit_code, error) for a command that could not be started."""
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):

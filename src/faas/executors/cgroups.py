@@ -56,7 +56,7 @@ class Cgroup:
         self.dirs = dirs
         self.version = version
         self._removed = False
-        self.limits: tuple[int, int] | None = None
+        self.limits: tuple[int | None, int | None] | None = None
         self.oom_baseline = 0
 
     def add(self, pid: int) -> None:
@@ -96,28 +96,42 @@ class Cgroup:
         """Whether the kernel OOM-killed a process here since the group was handed out."""
         return self.oom_kills() > self.oom_baseline
 
-    def set_limits(self, memory_bytes: int, pids: int) -> None:
+    def set_limits(self, memory_bytes: int | None, pids: int | None) -> None:
+        """Set the memory and process-count limits; None leaves that one unlimited."""
         if self.limits == (memory_bytes, pids):
             return
         if self.version == 2:
             d = self.dirs[0]
-            _write(d / "memory.max", str(memory_bytes))
+            _write(d / "memory.max", "max" if memory_bytes is None else str(memory_bytes))
             with contextlib.suppress(FileNotFoundError):
                 _write(d / "memory.swap.max", "0")
-            _write(d / "pids.max", str(pids))
+            _write(d / "pids.max", "max" if pids is None else str(pids))
         else:
             mem, pid_dir = self.dirs
             swap = mem / "memory.memsw.limit_in_bytes"
+            value = "-1" if memory_bytes is None else str(memory_bytes)
             # memsw must stay >= the memory limit: order the writes accordingly.
-            raising = self.limits is None or memory_bytes > self.limits[0]
+            old = None if self.limits is None else self.limits[0]
+            raising = (self.limits is None or memory_bytes is None
+                       or (old is not None and memory_bytes > old))
             if raising and swap.exists():
                 with contextlib.suppress(OSError):
-                    _write(swap, str(memory_bytes))
-            _write(mem / "memory.limit_in_bytes", str(memory_bytes))
+                    _write(swap, value)
+            _write(mem / "memory.limit_in_bytes", value)
             if swap.exists():
-                _write(swap, str(memory_bytes))
-            _write(pid_dir / "pids.max", str(pids))
+                _write(swap, value)
+            _write(pid_dir / "pids.max", "max" if pids is None else str(pids))
         self.limits = (memory_bytes, pids)
+
+    def memory_limit(self) -> int | None:
+        """The memory limit the kernel enforces on this group, in bytes (None: unlimited)."""
+        name = "memory.max" if self.version == 2 else "memory.limit_in_bytes"
+        text = (self.dirs[0] / name).read_text().strip()
+        if text == "max":
+            return None
+        value = int(text)
+        # v1 reports "unlimited" as the largest page-aligned counter value.
+        return None if value >= 2**62 else value
 
     async def empty(self, timeout_s: float = 5.0) -> bool:
         """Kill every process and wait until none is left; False if they will not go."""
@@ -197,7 +211,7 @@ class Cgroups:
             return
         self.reason = "no writable cgroup memory+pids controllers (v1 or v2) found"
 
-    def create(self, name: str, *, memory_bytes: int, pids: int) -> Cgroup:
+    def create(self, name: str, *, memory_bytes: int | None, pids: int | None) -> Cgroup:
         """Make the group and set its limits. Raises SandboxError if the kernel refuses."""
         if not self.available:
             raise SandboxError(self.reason)
@@ -215,8 +229,8 @@ class Cgroups:
             raise SandboxError(f"cannot create cgroup {name}: {exc}") from exc
         return group
 
-    async def acquire(self, *, memory_bytes: int, pids: int) -> Cgroup:
-        """An empty group with these limits: a pooled one if any, else a new one."""
+    async def acquire(self, *, memory_bytes: int | None, pids: int | None) -> Cgroup:
+        """An empty group with these limits (None: unlimited): a pooled one if any, else new."""
         while self._free:
             group = self._free.pop()
             try:

@@ -47,9 +47,10 @@ import resource
 import shutil
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from faas.agent.execute import describe_exit
+from faas.agent.execute import describe_exit, describe_oom
 from faas.agent.process import ChildProcess, ProcessOutcome
 from faas.config import default_cache_dir
 from faas.errors import ExecutorUnavailable, SandboxError
@@ -70,6 +71,44 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PRLIMIT_FLAGS = {resource.RLIMIT_CPU: "cpu", resource.RLIMIT_FSIZE: "fsize",
                   resource.RLIMIT_NOFILE: "nofile", resource.RLIMIT_NPROC: "nproc",
                   resource.RLIMIT_CORE: "core", resource.RLIMIT_AS: "as"}
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxPolicy:
+    """Which defence layers a ``SandboxExecutor`` applies: every one, by default.
+
+    For tests only: each switch turns one layer off so that a test can prove
+    another layer holds on its own (e.g. ``RLIMIT_NPROC`` with ``pids.max``
+    off). It is a constructor argument and nothing else: no setting, HTTP
+    field or environment variable reaches it.
+    """
+
+    cgroup_memory: bool = True        # memory.max / memory.limit_in_bytes
+    cgroup_pids: bool = True          # pids.max
+    rlimit_as: bool = True            # RLIMIT_AS (the memory floor)
+    rlimit_nproc: bool = True         # RLIMIT_NPROC (the process-count floor)
+    cgroup_kill: bool = True          # at the deadline, SIGKILL the whole cgroup
+    process_group_kill: bool = True   # at the deadline, SIGKILL bubblewrap's process group
+    die_with_parent: bool = True      # bubblewrap --die-with-parent
+
+
+DEFAULT_POLICY = SandboxPolicy()
+
+
+class _NoGroupKillProcess(ChildProcess):
+    """``SandboxPolicy(process_group_kill=False)``: kill the hook's and bubblewrap's only."""
+
+    def kill(self) -> None:
+        if self.kill_hook is not None:
+            self.kill_hook()
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def _own_hard_limit(which: int) -> int:
+    """This process's hard limit (a switched-off rlimit layer: nothing tighter than ours)."""
+    return resource.getrlimit(which)[1]
 
 
 def env_args_fd(env: dict[str, str]) -> int:
@@ -154,14 +193,15 @@ class UidPool:
 
 
 def bwrap_argv(bwrap: str, *, tmp_bytes: int, rootfs: Path | None,
-               empty_fd: int | None = None) -> list[str]:
+               empty_fd: int | None = None, die_with_parent: bool = True) -> list[str]:
     """The invocation-independent part of the bubblewrap command line.
 
     ``empty_fd`` (an empty file bubblewrap reads; it must be passed to the
     child) masks ``/proc/cmdline``, which would show the host's kernel boot
     arguments.
     """
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+            *(["--die-with-parent"] if die_with_parent else []),
             "--new-session", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID),
             "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
     if rootfs is not None:
@@ -235,6 +275,7 @@ class SandboxExecutor:
         rootfs: Path | None = None,
         require_cgroups: bool = False,
         cache_dir: Path | None = None,
+        policy: SandboxPolicy = DEFAULT_POLICY,
     ) -> None:
         found = bwrap or shutil.which("bwrap")
         if found is None:
@@ -243,6 +284,7 @@ class SandboxExecutor:
         if not ok:
             raise ExecutorUnavailable(why)
         self._bwrap = found
+        self.policy = policy
         self._rootfs = rootfs
         self._filter = seccomp.build_filter()
         self._uids = UidPool(uid_base, max_sandboxes)
@@ -273,7 +315,8 @@ class SandboxExecutor:
         argv = self._static_argv.get(tmp_bytes)
         if argv is None:
             argv = bwrap_argv(self._bwrap, tmp_bytes=tmp_bytes, rootfs=self._rootfs,
-                              empty_fd=self.empty_fd)
+                              empty_fd=self.empty_fd,
+                              die_with_parent=self.policy.die_with_parent)
             self._static_argv[tmp_bytes] = argv
         return argv
 
@@ -297,8 +340,10 @@ class SandboxExecutor:
         with self._uids.lease() as host_uid:
             try:
                 if self.cgroups.available:
-                    group = await self.cgroups.acquire(memory_bytes=limits.memory_bytes,
-                                                       pids=limits.pids)
+                    policy = self.policy
+                    group = await self.cgroups.acquire(
+                        memory_bytes=limits.memory_bytes if policy.cgroup_memory else None,
+                        pids=limits.pids if policy.cgroup_pids else None)
                 seccomp_r = self.seccomp_fd()
                 fds.append(seccomp_r)
                 env_fd = env_args_fd(spec.env)
@@ -314,13 +359,15 @@ class SandboxExecutor:
                     switch = None if self._spawn_helper else host_uid
                     # The launcher (root) and bubblewrap get a fixed environment; the
                     # request's variables reach only the command (bwrap --setenv).
-                    child = ChildProcess.spawn(argv, env=BASE_ENV, user=switch, group=switch,
+                    kind = (ChildProcess if self.policy.process_group_kill
+                            else _NoGroupKillProcess)
+                    child = kind.spawn(argv, env=BASE_ENV, user=switch, group=switch,
                                                pass_fds=(seccomp_r, env_fd, info_w, block_r,
                                                          self.empty_fd))
                 except OSError as exc:
                     raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
                 self._children.add(child)
-                if group is not None:
+                if group is not None and self.policy.cgroup_kill:
                     child.kill_hook = group.kill_all
                 for fd in (seccomp_r, env_fd, info_w, block_r):
                     os.close(fd)
@@ -389,13 +436,17 @@ class SandboxExecutor:
         # The address-space cap is a floor behind the cgroup; where a cgroup
         # enforces memory, leave room for runtimes that reserve address space.
         address_space = limits.memory_bytes * (4 if self.cgroups.available else 1)
+        policy = self.policy
         return [
             (resource.RLIMIT_CPU, limits.cpu_seconds),
             (resource.RLIMIT_FSIZE, limits.file_size_bytes),
             (resource.RLIMIT_NOFILE, 1024),
-            (resource.RLIMIT_NPROC, limits.pids + 4),  # + bubblewrap's own processes
+            # + bubblewrap's own processes
+            (resource.RLIMIT_NPROC, limits.pids + 4 if policy.rlimit_nproc
+             else _own_hard_limit(resource.RLIMIT_NPROC)),
             (resource.RLIMIT_CORE, 0),
-            (resource.RLIMIT_AS, address_space),
+            (resource.RLIMIT_AS, address_space if policy.rlimit_as
+             else _own_hard_limit(resource.RLIMIT_AS)),
         ]
 
     def _launcher(self, spec: ExecutionSpec, host_uid: int) -> list[str]:
@@ -425,7 +476,8 @@ class SandboxExecutor:
                      else f"command could not be executed: {reason}")
             stderr = b""
         if group is not None and sig == 9 and group.oom_killed():
-            error = f"out of memory: killed at the {spec.limits.memory_bytes // 2**20} MiB limit"
+            # Name the limit the kernel enforced (read back from the group), not the request's.
+            error = describe_oom(group.memory_limit())
         if outcome.timed_out:
             exit_code, sig = None, None
             error = "timed out; the sandbox was killed"
