@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,22 +94,98 @@ def running_server(tmp_path: Path, env: Mapping[str, str] | None = None) -> Iter
         server.stop()
 
 
-def sandbox_processes() -> list[str]:
-    """Processes owned by sandbox uids, or bubblewrap itself: there must be none at rest."""
-    found = []
+@dataclass(frozen=True)
+class ProcInfo:
+    """One host process, as the leak checks see it."""
+
+    pid: int
+    ppid: int
+    uid: int
+    name: str
+    cgroups: str
+    cmdline: str
+
+    def __str__(self) -> str:
+        return f"{self.pid} ppid={self.ppid} uid={self.uid} {self.cmdline[:120]}"
+
+
+def process_table() -> dict[int, ProcInfo]:
+    """Every process on the host (those that exit while read are skipped)."""
+    table: dict[int, ProcInfo] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             status = (entry / "status").read_text()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cgroups = (entry / "cgroup").read_text()
         except OSError:
             continue
-        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        name = next(line for line in status.splitlines() if line.startswith("Name:")).split()[1]
-        if UID_BASE <= uid < UID_BASE + UID_RANGE or name == "bwrap":
-            found.append(f"{entry.name} uid={uid} {cmdline[:120]}")
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        table[int(entry.name)] = ProcInfo(
+            pid=int(entry.name), ppid=int(fields["PPid"].split()[0]),
+            uid=int(fields["Uid"].split()[0]), name=fields["Name"].strip(), cgroups=cgroups,
+            cmdline=cmdline)
+    return table
+
+
+def descendants(root: int, table: Mapping[int, ProcInfo] | None = None) -> list[ProcInfo]:
+    """Every process below ``root`` (children, their children, ...), not ``root`` itself."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for info in table.values():
+        children.setdefault(info.ppid, []).append(info.pid)
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(table[pid])
+        todo += children.get(pid, [])
     return found
+
+
+def in_faas_cgroup(info: ProcInfo) -> bool:
+    """Whether the process sits in a per-invocation group (any hierarchy, under ``faas/``)."""
+    return any(line.split(":", 2)[-1].startswith("/faas/") for line in info.cgroups.splitlines())
+
+
+def is_sandbox_process(info: ProcInfo) -> bool:
+    """A sandbox uid, bubblewrap, the spawn helper, or anything in a per-invocation cgroup."""
+    return (UID_BASE <= info.uid < UID_BASE + UID_RANGE or info.name in ("bwrap", "faas-spawn")
+            or in_faas_cgroup(info))
+
+
+def sandbox_processes() -> list[str]:
+    """Processes of sandbox uids, bubblewrap itself, or in a ``faas/`` cgroup: none at rest.
+
+    The uid range alone misses a sandbox whose command kept host uid 0, and the
+    name misses every command; the cgroup catches whatever was confined.
+    """
+    return [str(info) for info in process_table().values() if is_sandbox_process(info)]
+
+
+def stray_descendants(root: int, ignore: Collection[int] = ()) -> list[str]:
+    """Every process left below ``root`` (a server, or this test process), less the
+    subtrees rooted at ``ignore`` (e.g. a test's own long-lived servers)."""
+    table = process_table()
+    skip = set(ignore)
+    for pid in ignore:
+        skip.update(info.pid for info in descendants(pid, table))
+    return [str(info) for info in descendants(root, table) if info.pid not in skip]
+
+
+def assert_nothing_left_by(root: int, settle_s: float = 5.0,
+                          ignore: Collection[int] = ()) -> None:
+    """The per-call check: no process below ``root`` (every process a server or executor
+    started, whatever its uid, name or cgroup), and no sandbox process or busy cgroup."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        strays = stray_descendants(root, ignore)
+        if not strays:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes left below pid {root}: {strays}")
+        time.sleep(0.05)
+    assert_no_leaks(max(0.0, deadline - time.monotonic()))
 
 
 def cgroup_dirs() -> list[Path]:
