@@ -88,22 +88,10 @@ class SandboxPolicy:
     rlimit_as: bool = True            # RLIMIT_AS (the memory floor)
     rlimit_nproc: bool = True         # RLIMIT_NPROC (the process-count floor)
     cgroup_kill: bool = True          # at the deadline, SIGKILL the whole cgroup
-    process_group_kill: bool = True   # at the deadline, SIGKILL bubblewrap's process group
-    die_with_parent: bool = True      # bubblewrap --die-with-parent
+    die_with_parent: bool = True      # bubblewrap --die-with-parent: its pid-1 dies with it
 
 
 DEFAULT_POLICY = SandboxPolicy()
-
-
-class _NoGroupKillProcess(ChildProcess):
-    """``SandboxPolicy(process_group_kill=False)``: kill the hook's and bubblewrap's only."""
-
-    def kill(self) -> None:
-        if self.kill_hook is not None:
-            self.kill_hook()
-        if self.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
 
 
 def _own_hard_limit(which: int) -> int:
@@ -359,9 +347,7 @@ class SandboxExecutor:
                     switch = None if self._spawn_helper else host_uid
                     # The launcher (root) and bubblewrap get a fixed environment; the
                     # request's variables reach only the command (bwrap --setenv).
-                    kind = (ChildProcess if self.policy.process_group_kill
-                            else _NoGroupKillProcess)
-                    child = kind.spawn(argv, env=BASE_ENV, user=switch, group=switch,
+                    child = ChildProcess.spawn(argv, env=BASE_ENV, user=switch, group=switch,
                                                pass_fds=(seccomp_r, env_fd, info_w, block_r,
                                                          self.empty_fd))
                 except OSError as exc:
