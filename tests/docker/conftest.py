@@ -9,6 +9,7 @@ registry is ever contacted.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +18,8 @@ from pathlib import Path
 import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
 
-from faas.executors.docker import MANAGED_LABEL, DockerExecutor
+from faas import instance
+from faas.executors.docker import INSTANCE_LABEL, MANAGED_LABEL, DockerExecutor
 from faas.images.docker_image import DEFAULT_TAG, ensure_docker_image
 from faas.images.rootfs import ensure_rootfs_tar
 
@@ -57,9 +59,33 @@ def docker_image(docker_daemon: docker.DockerClient) -> str:
     return DEFAULT_TAG
 
 
+def _ours(owner: str) -> bool:
+    """Whether the server instance ``owner`` is this test process or one it started.
+
+    Other test runs (a mutation check, a colleague) may share the daemon: their
+    containers are theirs to check. A dead owner counts as ours only if it was
+    this process (its gateways are checked while they run).
+    """
+    parsed = instance.parse(owner)
+    if parsed is None or owner == instance.instance_id():
+        return owner == instance.instance_id()
+    pid = parsed[0]
+    while pid > 1 and instance.alive(owner):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def managed_containers(client: docker.DockerClient) -> list[str]:
+    """Managed containers (any state) made by this test process or its servers."""
     found = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"})
-    return [f"{c.name} ({c.status})" for c in found]
+    return [f"{c.name} ({c.status})" for c in found
+            if _ours(str((c.labels or {}).get(INSTANCE_LABEL, "")))]
 
 
 @pytest.fixture(scope="session")

@@ -273,13 +273,15 @@ async def test_classic_fork_bomb_is_killed_at_the_deadline(
     executor: DockerExecutor, docker_daemon: docker.DockerClient
 ) -> None:
     """The bomb fills the pids cgroup exactly to the request's limit, never past
-    it, and the deadline ends it (the shell's `sleep` keeps it alive until then)."""
+    it, and the deadline ends it (the shell becomes `sleep` without forking, so
+    it lives until then)."""
     peak = 0
     limit = ""
+    request_id = f"fork-bomb-{secrets.token_hex(6)}"  # other runs may share the daemon
 
     async def sample() -> None:
         nonlocal peak, limit
-        label: dict[str, str | list[str] | bool] = {"label": f"{REQUEST_LABEL}=fork-bomb"}
+        label: dict[str, str | list[str] | bool] = {"label": f"{REQUEST_LABEL}={request_id}"}
         while not (found := await asyncio.to_thread(docker_daemon.containers.list,
                                                     filters=label)):
             await asyncio.sleep(0.02)
@@ -294,8 +296,8 @@ async def test_classic_fork_bomb_is_killed_at_the_deadline(
     started = time.monotonic()
     try:
         result = await executor.run(make_spec(
-            ["sh", "-c", "b() { b | b & }; b; sleep 30"], pids=64, timeout_s=5,
-            request_id="fork-bomb",
+            ["sh", "-c", "b() { b | b & }; b; exec sleep 30"], pids=64, timeout_s=5,
+            request_id=request_id,
         ))
     finally:
         sampler.cancel()
@@ -306,7 +308,7 @@ async def test_classic_fork_bomb_is_killed_at_the_deadline(
     assert 48 <= peak <= 64, peak  # the bomb reached the limit and stopped there
     assert b"fork" in result.stderr, result.stderr[-300:]  # "can't fork"
     remaining = docker_daemon.containers.list(
-        all=True, filters={"label": f"{REQUEST_LABEL}=fork-bomb"}
+        all=True, filters={"label": f"{REQUEST_LABEL}={request_id}"}
     )
     assert remaining == []
     # The host can still fork.

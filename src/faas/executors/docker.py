@@ -52,7 +52,12 @@ import httpx
 import requests
 
 from faas import instance
-from faas.agent.execute import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, describe_exit
+from faas.agent.execute import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    describe_exit,
+    describe_oom,
+)
 from faas.errors import (
     ExecutorUnavailable,
     FaasError,
@@ -168,15 +173,6 @@ class _Capture:
             buf += part[:room]
         if len(part) > room:
             self.truncated[self._stream] = True
-
-
-def oom_message(limit_bytes: int) -> str:
-    """How an OOM kill is reported: the limit that fired, as the sandbox tier words it."""
-    if limit_bytes <= 0:
-        return "out of memory: killed by the kernel OOM killer (the container had no memory limit)"
-    mib = limit_bytes / (1024 * 1024)
-    size = f"{mib:.0f}" if mib == int(mib) else f"{mib:.1f}"
-    return f"out of memory: killed by the cgroup memory limit of {size} MiB"
 
 
 def _message(response: httpx.Response) -> str:
@@ -625,8 +621,8 @@ class DockerExecutor:
         if status is not None and 128 < status <= 128 + 64:
             returncode = -(status - 128)
         result.exit_code, result.signal, result.error = describe_exit(returncode)
-        if oom_limit is not None:  # worded as the sandbox tier words it
-            result.error = oom_message(oom_limit)
+        if oom_limit is not None:  # worded as the sandbox tier words it (0: no limit)
+            result.error = describe_oom(oom_limit or None)
 
     async def _pump(
         self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], payload: bytes,
