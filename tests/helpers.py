@@ -173,21 +173,6 @@ def stray_descendants(root: int, ignore: Collection[int] = ()) -> list[str]:
     return [str(info) for info in descendants(root, table) if info.pid not in skip]
 
 
-def assert_nothing_left_by(root: int, settle_s: float = 5.0,
-                          ignore: Collection[int] = ()) -> None:
-    """The per-call check: no process below ``root`` (every process a server or executor
-    started, whatever its uid, name or cgroup), and no sandbox process or busy cgroup."""
-    deadline = time.monotonic() + settle_s
-    while True:
-        strays = stray_descendants(root, ignore)
-        if not strays:
-            break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"processes left below pid {root}: {strays}")
-        time.sleep(0.05)
-    assert_no_leaks(max(0.0, deadline - time.monotonic()))
-
-
 def cgroup_dirs() -> list[Path]:
     """Every per-invocation group under our roots (pooled empty ones included)."""
     found: list[Path] = []
@@ -218,6 +203,29 @@ def assert_no_leaks(settle_s: float = 5.0) -> None:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"leaked processes: {procs}\nleaked cgroups: {groups}")
+        time.sleep(0.05)
+
+
+def busy_cgroups_of(server_pid: int) -> list[str]:
+    """Groups made by the server (or executor) of that pid that still hold a process."""
+    prefix = f"g{server_pid}x"
+    return [g for g in leftover_cgroups() if Path(g).name.startswith(prefix)]
+
+
+def assert_nothing_left_by(root: int, settle_s: float = 5.0,
+                          ignore: Collection[int] = ()) -> None:
+    """The per-call check for the server (or in-process executor) of pid ``root``: no
+    process left below it (every process it started, whatever its uid, name or cgroup:
+    it is a child subreaper, so orphans come back to it) and none left in its cgroups.
+    Unlike ``assert_no_leaks`` it looks at nothing of other servers on the host, so it
+    holds while other test runs share the machine."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        strays, groups = stray_descendants(root, ignore), busy_cgroups_of(root)
+        if not strays and not groups:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"left below pid {root}: {strays}\nbusy cgroups: {groups}")
         time.sleep(0.05)
 
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import Server, assert_no_leaks, cgroup_dirs, running_server, sandbox_processes
+from helpers import (
+    Server,
+    assert_no_leaks,
+    assert_nothing_left_by,
+    cgroup_dirs,
+    metric_value,
+    running_server,
+    sandbox_processes,
+)
 
 pytestmark = pytest.mark.sandbox
 PY = "python3"
@@ -91,6 +99,7 @@ def test_timeout_is_504_with_partial_output(server: Server, no_leaks: None) -> N
     assert r.status_code == 504
     body = r.json()
     assert body["stdout"] == "before\n" and body["timed_out"] and "timed out" in body["error"]
+    assert_nothing_left_by(server.proc.pid)
 
 
 def test_output_cap_flags_truncation(server: Server) -> None:
@@ -110,16 +119,20 @@ def test_request_id_in_response_and_logs(server: Server) -> None:
 
 
 def test_metrics_count_outcomes(server: Server) -> None:
-    server.invoke(["false"], function_id="metered")
+    # The server is shared: count this call's increments, not whatever earlier tests left.
+    name, labels = "faas_invocations_total", 'executor="sandbox",outcome="error"'
     with server.client() as c:
+        before = metric_value(c.get("/metrics").text, name, labels)
+        assert server.invoke(["false"], function_id="metered").status_code == 200
         text = c.get("/metrics").text
-    assert 'faas_invocations_total{executor="sandbox",outcome="error"}' in text
+    assert metric_value(text, name, labels) == before + 1
     assert "metered" not in text  # client-chosen ids are never metric labels
 
 
 def test_client_disconnect_kills_the_sandbox(server: Server) -> None:
     with pytest.raises(httpx.ReadTimeout), server.client(timeout=1.0) as c:
         c.post("/functions/gone/invoke", json={"command": ["sleep", "60"]})
+    assert_nothing_left_by(server.proc.pid, settle_s=5)
     assert_no_leaks(settle_s=5)
 
 
@@ -185,9 +198,14 @@ def test_sigterm_kills_what_outlives_the_grace(tmp_path: Path, bwrap_available: 
         assert time.monotonic() - started < 20
         t.join(30)
     outcome = box["r"]
-    # Killed at the end of the grace: a 503 saying so, or the connection closed.
-    assert isinstance(outcome, httpx.HTTPError) or (
-        isinstance(outcome, httpx.Response) and outcome.status_code == 503), outcome
+    # Killed at the end of the grace: a 503 saying so, or the connection closed by the
+    # server without an answer. Not any HTTPError: a refused connect or a client timeout
+    # would mean the call never ran or the server never let go of it.
+    if isinstance(outcome, httpx.Response):
+        assert outcome.status_code == 503, outcome.text
+        assert "shut down" in outcome.json()["error"], outcome.text
+    else:
+        assert isinstance(outcome, httpx.RemoteProtocolError), repr(outcome)
     assert_no_leaks()
     assert not sandbox_processes()
     assert not [g for g in cgroup_dirs() if g.name.startswith(f"g{srv.proc.pid}x")]

@@ -149,6 +149,11 @@ class _SandboxInit:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self.fd, signal.SIGKILL)
+            # Its exit (tearing down the pid namespace) takes a moment: wait for it, or
+            # the WNOHANG below finds it still running and it stays a zombie for good.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await exited
         finally:
             loop.remove_reader(self.fd)
         with contextlib.suppress(ChildProcessError, OSError):
