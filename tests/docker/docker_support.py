@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import secrets
 import time
@@ -78,19 +79,17 @@ class CallCheckedExecutor(DockerExecutor):
         assert not left, f"call {spec.request_id!r} left containers behind: {left}"
 
 
-def _find_running(client: docker.DockerClient, request_id: str, timeout_s: float) -> Container:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = client.containers.list(filters={"label": f"{REQUEST_LABEL}={request_id}"})
-        if found:
-            container = found[0]
-            ready = container.exec_run(["test", "-e", "/tmp/.ready"], user="65534:65534")
-            if ready.exit_code == 0:
+def _ready_container(client: docker.DockerClient, request_id: str) -> Container | None:
+    """The request's container once its script is done (it made /tmp/.ready), else None."""
+    found = client.containers.list(filters={"label": f"{REQUEST_LABEL}={request_id}"})
+    if found:
+        container = found[0]
+        with contextlib.suppress(docker.errors.APIError):  # it may have just ended
+            if container.exec_run(["test", "-e", "/tmp/.ready"],
+                                  user="65534:65534").exit_code == 0:
                 container.reload()
                 return container
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no running container for request {request_id} in time")
-        time.sleep(0.05)
+    return None
 
 
 async def while_running(
@@ -111,8 +110,13 @@ async def while_running(
         limits=Limits(**limits),
     )
     task = asyncio.create_task(executor.run(spec))
+    deadline = time.monotonic() + timeout_s
     try:
-        container = await asyncio.to_thread(_find_running, client, request_id, timeout_s)
+        while (container := await asyncio.to_thread(_ready_container, client, request_id)) is None:
+            if task.done():  # the call ended (or failed) before the script was done
+                raise AssertionError(f"the call ended before the check: {await task}")
+            assert time.monotonic() < deadline, f"no ready container for {request_id} in time"
+            await asyncio.sleep(0.05)
         value = await asyncio.to_thread(check, container)
         await asyncio.to_thread(container.exec_run, ["touch", "/tmp/.go"], user="65534:65534")
         result = await task

@@ -531,8 +531,8 @@ async def test_output_never_lands_on_the_host_disk(
         executor, docker_daemon, f"m={marker[:half]}; echo ${{m}}{marker[half:]}; "
         f"echo ${{m}}{marker[half:]} >&2", look)
     assert result.stdout == f"{marker}\n".encode(), result  # the caller still gets it
-    assert driver == "none" and not log_path, (driver, log_path)
     assert hits == [], hits
+    assert driver == "none" and not log_path, (driver, log_path)
 
 
 async def test_server_environment_never_reaches_the_container(
