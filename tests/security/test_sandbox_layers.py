@@ -307,6 +307,17 @@ async def test_each_deadline_kill_path_alone_ends_the_sandbox(make: Make,
     assert max(ticks) < deadline_wall + 0.6, (max(ticks) - deadline_wall, result)
 
 
+async def test_with_both_deadline_kills_off_the_reaper_still_ends_the_sandbox(
+        make: Make) -> None:
+    """The last resort: nothing killed the sandbox's pid-1 at the deadline, so the reaper
+    SIGKILLs it after its grace and waits for it (no zombie: the per-call check in ``run``)."""
+    executor = make(cgroup_kill=False, die_with_parent=False)
+    started = time.monotonic()
+    result = await run(executor, ["sh", "-c", TICKER], timeout_s=1)
+    assert result.timed_out
+    assert time.monotonic() - started < 15
+
+
 async def test_cgroup_kill_all_kills_every_member(bwrap_available: None) -> None:
     """``Cgroup.kill_all`` on its own (the deadline hook, ``empty()`` and ``remove()``
     rely on it): processes of a group, in different sessions, all die."""

@@ -145,7 +145,7 @@ class _SandboxInit:
         loop.add_reader(self.fd, on_exit)
         try:
             async with asyncio.timeout(timeout_s):
-                await exited
+                await asyncio.shield(exited)  # (a cancelled future could not be awaited again)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self.fd, signal.SIGKILL)
@@ -153,7 +153,7 @@ class _SandboxInit:
             # the WNOHANG below finds it still running and it stays a zombie for good.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
-                    await exited
+                    await asyncio.shield(exited)
         finally:
             loop.remove_reader(self.fd)
         with contextlib.suppress(ChildProcessError, OSError):
