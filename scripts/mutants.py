@@ -337,11 +337,17 @@ def run_mutant(mutant: Mutant, workdir: Path, keep: bool) -> Outcome:
         if report is None:
             return Outcome(mutant, "ERROR", elapsed,
                            f"pytest exited {rc} without a report\n{log_tail(log_path)}")
+        if rc not in (0, 1):
+            # 2: collection errors (a mutant that breaks an import proves nothing),
+            # 3/4: pytest itself failed or was misused, 5: nothing collected.
+            return Outcome(mutant, "ERROR", elapsed,
+                           f"pytest exited {rc} (collection error or no tests); "
+                           f"{'; '.join(report.failed[:2])}\n{log_tail(log_path)}")
         if report.failed:
             return Outcome(mutant, "KILLED", elapsed, f"failed: {report.failed[0]}",
                            report.failed)
-        if rc not in (0, 1) or not report.passed:
-            why = "; ".join(sorted({msg for _, msg in report.skipped})) or f"pytest exit {rc}"
+        if not report.passed:
+            why = "; ".join(sorted({msg for _, msg in report.skipped})) or "nothing ran"
             return Outcome(mutant, "ERROR", elapsed,
                            f"the tests did not run ({why})\n{log_tail(log_path)}")
         detail = f"{len(report.passed)} passed"
