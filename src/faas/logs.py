@@ -3,10 +3,11 @@
 Every line is bounded: a message longer than ``MAX_MESSAGE`` characters and a
 traceback longer than ``MAX_TRACEBACK`` are cut (a hostile client decides
 what some messages quote; ``clip()`` shortens a quoted value at the call
-site), and a message repeated more than ``BURST`` times within
-``WINDOW_S`` seconds is dropped until the window ends, when one line says
-how many copies were suppressed (a flood of failing connections must not
-fill the disk).
+site), and a warning or error (or any line about connections) repeated
+more than ``BURST`` times within ``WINDOW_S`` seconds is dropped until the
+window ends, when one line says how many copies were suppressed (a flood of
+failing connections must not fill the disk). The per-invocation info lines
+are never dropped.
 
 The level comes from ``FAAS_LOG`` or, as the seed promised, a ``RUST_LOG``
 style value: ``info``, ``debug``, or ``faas_gateway=debug,warn`` (per-module
@@ -29,6 +30,9 @@ MAX_MESSAGE = 2000
 MAX_TRACEBACK = 8000
 BURST = 20
 WINDOW_S = 10.0
+#: Loggers whose lines a client can multiply at will (connections): limited at
+#: every level. Elsewhere only warnings and errors are limited.
+NOISY_LOGGERS = ("faas.gateway.guard", "uvicorn", "asyncio")
 
 
 def clip(value: object, limit: int = 120) -> str:
@@ -55,6 +59,8 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[tuple[str, int, str], list[float]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING and not record.name.startswith(NOISY_LOGGERS):
+            return True  # one line per invocation is the point of those
         key = (record.name, record.levelno, str(record.msg)[:200])
         now = time.monotonic()
         with self._lock:

@@ -174,3 +174,24 @@ async def test_an_executor_bug_is_a_json_500() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         r = await c.post(URL, json={"command": ["x"]})
     assert r.status_code == 500 and r.json() == {"error": "internal server error"}
+
+
+def test_repeated_warnings_are_limited_but_per_invocation_lines_never() -> None:
+    import logging
+
+    from faas.logs import BURST, RepeatFilter
+
+    f = RepeatFilter()
+
+    def record(name: str, level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, msg, None, None)
+
+    info = [f.filter(record("faas.orchestrator", logging.INFO, "invocation finished"))
+            for _ in range(BURST * 5)]
+    assert all(info)
+    warn = [f.filter(record("faas.gateway", logging.ERROR, "invocation failed: %s"))
+            for _ in range(BURST * 5)]
+    assert warn.count(True) == BURST
+    noisy = [f.filter(record("faas.gateway.guard", logging.INFO, "closed a connection"))
+             for _ in range(BURST * 5)]
+    assert noisy.count(True) == BURST
