@@ -9,6 +9,7 @@ answers, a normal call returns ``ok`` and nothing was left behind
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -272,6 +273,66 @@ def test_headers_sent_a_byte_a_second_are_cut_at_the_read_timeout(hostile: Serve
     assert closed_after is not None, "connection still open after 20 s of trickled headers"
     assert READ_TIMEOUT_S - 0.5 <= closed_after <= READ_TIMEOUT_S + 2.5, closed_after
     assert metric_value(metrics(hostile), CLOSED, 'reason="header_timeout"') > before
+    assert_still_serving(hostile)
+
+
+def test_serve_ignores_sigpipe(hostile: Server) -> None:
+    """The server itself ignores SIGPIPE: a write to any pipe or socket whose reader
+    is gone is an EPIPE for the code that wrote, never the death of the gateway."""
+    status = Path(f"/proc/{hostile.proc.pid}/status").read_text()
+    ignored = int(next(line.split()[1] for line in status.splitlines()
+                       if line.startswith("SigIgn:")), 16)
+    assert ignored & (1 << (signal.SIGPIPE - 1)), status
+
+
+def _prompt_answer(server: Server, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """Send ``head`` (and ``body``), keep the connection open without sending the rest,
+    and return the status that comes back before the read deadline."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        sock.sendall(head + body)
+        status, _, data = read_http_response(sock, time.monotonic() + READ_TIMEOUT_S - 0.5)
+    finally:
+        sock.close()
+    return status, data
+
+
+def test_oversize_content_length_is_413_before_any_body_byte(hostile: Server) -> None:
+    head = (b"POST /functions/big/invoke HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n")
+    status, data = _prompt_answer(hostile, head)
+    assert status == 413 and b"exceeds" in data, (status, data[:300])
+    assert_still_serving(hostile)
+
+
+def test_oversize_chunked_body_is_413_while_reading(hostile: Server) -> None:
+    """No Content-Length to refuse up front: the cap holds while the body streams in."""
+    head = (b"POST /functions/big/invoke HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"x" * (1 << 20)
+    body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(12))
+    status, data = _prompt_answer(hostile, head, body)
+    assert status == 413 and b"exceeds" in data, (status, data[:300])
+    assert_still_serving(hostile)
+
+
+def test_endless_headers_are_cut_long_before_the_read_deadline(hostile: Server) -> None:
+    closed0 = metric_value(metrics(hostile), CLOSED, 'reason="header_too_large"')
+    sock = socket.create_connection(("127.0.0.1", hostile.port), timeout=5)
+    started = time.monotonic()
+    try:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(OSError):
+            for i in range(2000):  # 2000 x 100 bytes: far past the 64 KiB header cap
+                sock.sendall(b"X-Pad-%04d: " % i + b"a" * 86 + b"\r\n")
+        sock.settimeout(READ_TIMEOUT_S)
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
+    finally:
+        sock.close()
+    assert time.monotonic() - started < READ_TIMEOUT_S - 0.5  # cut by size, not by time
+    assert metric_value(metrics(hostile), CLOSED, 'reason="header_too_large"') > closed0
     assert_still_serving(hostile)
 
 

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from faas.config import Settings
+from faas.errors import AgentProtocolError, FaasError, SandboxError
 from faas.executors.fake import FakeExecutor
 from faas.gateway.app import create_app
 from faas.models import ExecutionSpec, InvocationResult
@@ -195,3 +196,46 @@ def test_repeated_warnings_are_limited_but_per_invocation_lines_never() -> None:
     noisy = [f.filter(record("faas.gateway.guard", logging.INFO, "closed a connection"))
              for _ in range(BURST * 5)]
     assert noisy.count(True) == BURST
+
+
+@pytest.mark.parametrize("error", [
+    SandboxError("cannot create cgroup /sys/fs/cgroup/memory/faas/g1x2-ab-3: EMFILE"),
+    AgentProtocolError("frame from /tmp/faas-vm-1x2-abc/channel.sock truncated"),
+])
+async def test_platform_failures_answer_without_host_details(error: FaasError) -> None:
+    async def failing(spec: ExecutionSpec) -> InvocationResult:
+        raise error
+
+    c, _ = make(Settings(), FakeExecutor(failing))
+    async with c:
+        r = await c.post(URL, json={"command": ["x"]}, headers={"x-request-id": "rid-7"})
+    assert r.status_code == error.status
+    body = r.json()
+    assert "rid-7" in body["error"]
+    assert "/sys/fs" not in r.text and "/tmp/" not in r.text and "EMFILE" not in r.text
+
+
+async def test_a_slow_metrics_render_never_delays_healthz(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    c, app = make(Settings(), FakeExecutor())
+    orch = app.state.orchestrator  # type: ignore[attr-defined]
+    rendering = threading.Event()
+
+    def slow_render() -> bytes:
+        rendering.set()
+        time.sleep(1.0)  # a huge registry: blocking work
+        return b""
+
+    monkeypatch.setattr(orch.metrics, "render", slow_render)
+    async with c:
+        scrape = asyncio.ensure_future(c.get("/metrics"))
+        while not rendering.is_set():
+            await asyncio.sleep(0.01)
+        health = await c.get("/healthz")
+        # /healthz was answered while the render still ran: it did not wait for it.
+        assert health.status_code == 200 and not scrape.done()
+        assert (await scrape).status_code == 200
