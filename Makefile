@@ -15,7 +15,7 @@ serve: setup
 	.venv/bin/faas serve
 
 lint:
-	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff check src tests bench scripts
 	bash scripts/typecheck.sh
 
 bench: bench-sandbox bench-memory bench-docker bench-microvm

@@ -13,7 +13,7 @@ if ! bash scripts/ensure-dockerd.sh; then
 fi
 
 echo "== ruff"
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check src tests bench scripts
 echo "== mypy --strict (package, benchmarks, tests)"
 bash scripts/typecheck.sh
 echo "== pytest"
