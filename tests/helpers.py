@@ -154,12 +154,31 @@ def is_sandbox_process(info: ProcInfo) -> bool:
             or in_faas_cgroup(info))
 
 
+def reap_adopted_sandbox_orphans() -> int:
+    """Reap exited sandbox processes that this test process adopted; return how many.
+
+    Tests that drive a ``SandboxExecutor`` in-process make this process a child
+    subreaper (as the server is), so the sandboxes of a server a test killed
+    with SIGKILL are re-parented here once they die. They are the test's
+    zombies, not the server's leak. Only exited children of sandbox uids are
+    reaped, never a ``Popen`` the tests still hold (servers run as root).
+    """
+    me, reaped = os.getpid(), 0
+    for info in process_table().values():
+        if info.ppid == me and is_sandbox_process(info) and info.uid != 0:
+            with contextlib.suppress(ChildProcessError, OSError):
+                if os.waitid(os.P_PID, info.pid, os.WEXITED | os.WNOHANG) is not None:
+                    reaped += 1
+    return reaped
+
+
 def sandbox_processes() -> list[str]:
     """Processes of sandbox uids, bubblewrap itself, or in a ``faas/`` cgroup: none at rest.
 
     The uid range alone misses a sandbox whose command kept host uid 0, and the
     name misses every command; the cgroup catches whatever was confined.
     """
+    reap_adopted_sandbox_orphans()
     return [str(info) for info in process_table().values() if is_sandbox_process(info)]
 
 

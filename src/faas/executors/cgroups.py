@@ -151,22 +151,28 @@ class Cgroup:
             return
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout_s
-        pending = list(self.dirs)
-        while pending:
-            self.kill_all()
-            for d in list(pending):
-                try:
-                    d.rmdir()
-                    pending.remove(d)
-                except FileNotFoundError:
-                    pending.remove(d)
-                except OSError:  # EBUSY while the last processes exit
-                    pass
-            if pending:
-                if loop.time() > give_up:
-                    raise SandboxError(f"cgroup {pending[0]} still busy after {timeout_s}s")
-                await asyncio.sleep(0.005)
-        self._removed = True
+        while pending := self.try_remove():
+            if loop.time() > give_up:
+                raise SandboxError(f"cgroup {pending[0]} still busy after {timeout_s}s")
+            await asyncio.sleep(0.005)
+
+    def try_remove(self) -> list[Path]:
+        """Kill every member and remove what directories the kernel lets go; return the rest.
+
+        A directory stays (EBUSY) while the last processes exit; call again.
+        """
+        self.kill_all()
+        for d in list(self.dirs):
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:  # EBUSY while the last processes exit
+                continue
+            self.dirs.remove(d)
+        if not self.dirs:
+            self._removed = True
+        return list(self.dirs)
 
 
 class Cgroups:
@@ -272,21 +278,10 @@ class Cgroups:
         give_up = time.monotonic() + timeout_s
         for dirs in dead.values():
             leftover = Cgroup(dirs, self.version)
-            pending = list(dirs)
-            while pending:
-                leftover.kill_all()
-                for d in list(pending):
-                    try:
-                        d.rmdir()
-                        pending.remove(d)
-                    except FileNotFoundError:
-                        pending.remove(d)
-                    except OSError:  # EBUSY while its processes exit
-                        pass
-                if pending and time.monotonic() > give_up:
+            while pending := leftover.try_remove():
+                if time.monotonic() > give_up:
                     raise SandboxError(f"leftover cgroup {pending[0].name} will not go")
-                if pending:
-                    time.sleep(0.01)
+                time.sleep(0.01)
         return len(dead)
 
     def leftovers(self) -> list[Path]:
