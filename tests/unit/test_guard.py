@@ -58,45 +58,38 @@ def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
         b.close()
 
 
+def connect(cls: Any, pairs: list[tuple[socket.socket, socket.socket]],
+            sent: bytes = b"") -> tuple[Any, FakeTransport]:
+    """A guarded connection over a real socket pair; ``sent`` arrives but is not read."""
+    server_side, client_side = socket.socketpair()
+    pairs.append((server_side, client_side))
+    client_side.sendall(sent)
+    conn = cls(asyncio.get_running_loop())
+    transport = FakeTransport(server_side)
+    conn.connection_made(transport)
+    return conn, transport
+
+
 async def test_a_complete_unread_request_is_never_evicted_a_silent_one_is(
     pairs: list[tuple[socket.socket, socket.socket]]
 ) -> None:
-    loop = asyncio.get_running_loop()
     stats = GuardStats()
     cls: Any = guard(FakeProtocol, read_timeout_s=30, max_connections=2, stats=stats)
-
-    def connect(sent: bytes) -> tuple[Any, FakeTransport]:
-        server_side, client_side = socket.socketpair()
-        pairs.append((server_side, client_side))
-        client_side.sendall(sent)  # arrives, but the server has not read it
-        conn = cls(loop)
-        transport = FakeTransport(server_side)
-        conn.connection_made(transport)
-        return conn, transport
-
-    _, probe = connect(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # oldest
-    _, silent = connect(b"")
-    _, newcomer = connect(b"")
+    _, probe = connect(cls, pairs, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # oldest
+    _, silent = connect(cls, pairs)
+    _, newcomer = connect(cls, pairs)
     assert not probe.closed and silent.closed and not newcomer.closed
     # One more: the silent newcomer goes, never the probe.
-    _, slow = connect(b"POST /x HTTP/1.1\r\nX-a: ")
+    _, slow = connect(cls, pairs, b"POST /x HTTP/1.1\r\nX-a: ")
     assert stats.evicted == 2 and not probe.closed and not slow.closed and newcomer.closed
 
 
 async def test_when_every_connection_is_busy_the_newcomer_is_refused(
     pairs: list[tuple[socket.socket, socket.socket]]
 ) -> None:
-    loop = asyncio.get_running_loop()
     stats = GuardStats()
     cls: Any = guard(FakeProtocol, read_timeout_s=30, max_connections=1, stats=stats)
-    busy_cycle = type("Cycle", (), {"response_complete": False})()
-    server_side, client_side = socket.socketpair()
-    pairs.append((server_side, client_side))
-    first = cls(loop)
-    first.connection_made(FakeTransport(server_side))
-    first.cycle = busy_cycle
-    server_side2, client_side2 = socket.socketpair()
-    pairs.append((server_side2, client_side2))
-    second = cls(loop)
-    second.connection_made(FakeTransport(server_side2))
-    assert stats.refused == 1 and second.transport.closed and not first.transport.closed
+    first, first_transport = connect(cls, pairs)
+    first.cycle = type("Cycle", (), {"response_complete": False})()  # mid-request
+    _, second_transport = connect(cls, pairs)
+    assert stats.refused == 1 and second_transport.closed and not first_transport.closed

@@ -103,18 +103,27 @@ def error_response(status: int, message: str, request_id: str = "",
     return OrjsonResponse(body, status_code=status, headers=hdrs)
 
 
+def declared_length(request: Request, limit: int) -> int | None:
+    """The body's Content-Length, or None without one; 400 if malformed, 413 over ``limit``.
+
+    Checked before anything is reserved or read.
+    """
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    if not declared.isdigit() or len(declared) > 18:
+        raise ValidationError("invalid Content-Length header")
+    if int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit}")
+    return int(declared)
+
+
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` before reading it all.
+    """The request body, refusing (413) one that grows past ``limit`` as it streams in.
 
     The whole body must arrive within ``timeout_s`` (else ``RequestTimeout``);
     a client that disconnects meanwhile raises ``ClientGone``.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit() or len(declared) > 18:
-            raise ValidationError("invalid Content-Length header")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit}")
     chunks: list[bytes] = []
     size = 0
     try:
@@ -198,11 +207,9 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
             if not _FUNCTION_ID.fullmatch(function_id):
                 raise ValidationError("function_id must be 1-128 of [A-Za-z0-9._-]")
             loop = asyncio.get_running_loop()
-            declared = request.headers.get("content-length", "")
-            length = int(declared) if declared.isdigit() and len(declared) <= 18 else (
-                settings.max_body_bytes)
+            length = declared_length(request, settings.max_body_bytes)
             reservation = await budget.reserve(
-                parse_cost(min(length, settings.max_body_bytes)),
+                parse_cost(settings.max_body_bytes if length is None else length),
                 loop.time() + settings.http_read_timeout_s)
             body = await read_body(request, settings.max_body_bytes,
                                    settings.http_read_timeout_s)
