@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from microvm_support import assert_no_vm_leaks, make_spec, vmm_processes
 
-from faas.agent.protocol import Kind, read_frame
 from faas.errors import SandboxError
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
 from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.qemu import QemuDriver, qemu_binary
 from faas.executors.microvm.vm import MicroVM, VMState
 from faas.images.build import GuestImages
+from faas.protocol import Kind, read_frame
 
 pytestmark = pytest.mark.microvm
 

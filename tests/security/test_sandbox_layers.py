@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from faas.agent.process import ChildProcess
 from faas.executors import seccomp
 from faas.executors.cgroups import Cgroups
 from faas.executors.sandbox import SandboxExecutor, SandboxPolicy
 from faas.models import ExecutionSpec, InvocationResult, Limits
+from faas.proc.child import ChildProcess
 from helpers import (
     UID_BASE,
     UID_RANGE,

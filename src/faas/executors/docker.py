@@ -52,12 +52,6 @@ import httpx
 import requests
 
 from faas import instance
-from faas.agent.execute import (
-    EXIT_NOT_EXECUTABLE,
-    EXIT_NOT_FOUND,
-    describe_exit,
-    describe_oom,
-)
 from faas.errors import (
     ExecutorUnavailable,
     FaasError,
@@ -69,6 +63,12 @@ from faas.errors import (
 from faas.executors import docker_seccomp
 from faas.executors.base import Availability
 from faas.models import ExecutionSpec, InvocationResult
+from faas.proc.outcome import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    describe_exit,
+    describe_oom,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -50,8 +50,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from faas.agent.execute import describe_exit, describe_oom
-from faas.agent.process import ChildProcess, ProcessOutcome
 from faas.config import default_cache_dir
 from faas.errors import ExecutorUnavailable, SandboxError
 from faas.executors import seccomp
@@ -59,6 +57,17 @@ from faas.executors.base import Availability
 from faas.executors.cgroups import Cgroup, Cgroups
 from faas.executors.spawn_helper import ensure_spawn_helper
 from faas.models import ExecutionSpec, InvocationResult
+from faas.proc.child import ChildProcess
+from faas.proc.outcome import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    ProcessOutcome,
+    describe_exit,
+    describe_oom,
+    describe_timeout,
+    not_executable,
+    not_found,
+)
 
 log = logging.getLogger("faas.executors.sandbox")
 SANDBOX_UID = 1000
@@ -67,6 +76,7 @@ BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.U
             "USER": "sandbox"}
 _ETC_FILES = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime", "/etc/mime.types")
 _EXEC_FAILED = b"bwrap: execvp "
+_PROBE_S = 10.0
 _PR_SET_CHILD_SUBREAPER = 36
 _PRLIMIT_FLAGS = {resource.RLIMIT_CPU: "cpu", resource.RLIMIT_FSIZE: "fsize",
                   resource.RLIMIT_NOFILE: "nofile", resource.RLIMIT_NPROC: "nproc",
@@ -452,26 +462,25 @@ class SandboxExecutor:
 
     def _result(self, spec: ExecutionSpec, outcome: ProcessOutcome,
                 group: Cgroup | None) -> InvocationResult:
+        # bubblewrap's pid 1 reports a command killed by signal N as 128+N.
         rc = outcome.returncode
-        exit_code, sig, error = describe_exit(rc)
+        exit_code, sig, error = describe_exit(rc, shell_status=True)
         stderr = outcome.stderr
-        if rc is not None and rc > 128 and sig is None:
-            # bubblewrap's pid-1 reports a command killed by signal N as 128+N.
-            sig = rc - 128
-            exit_code, _, error = describe_exit(-sig)
         if rc == 1 and stderr.startswith(_EXEC_FAILED) and stderr.count(b"\n") <= 1:
             reason = stderr[len(_EXEC_FAILED):].decode("utf-8", "replace").strip()
-            not_found = reason.endswith("No such file or directory")
-            exit_code = 127 if not_found else 126
-            error = (f"command not found: {spec.command[0]}" if not_found
-                     else f"command could not be executed: {reason}")
+            command = spec.command[0]
+            if reason.endswith("No such file or directory"):
+                exit_code, error = EXIT_NOT_FOUND, not_found(command)
+            else:
+                exit_code = EXIT_NOT_EXECUTABLE
+                error = not_executable(command, reason.removeprefix(f"{command}: "))
             stderr = b""
         if group is not None and sig == 9 and group.oom_killed():
             # Name the limit the kernel enforced (read back from the group), not the request's.
             error = describe_oom(group.memory_limit())
         if outcome.timed_out:
             exit_code, sig = None, None
-            error = "timed out; the sandbox was killed"
+            error = describe_timeout("the sandbox")
         return InvocationResult(
             stdout=outcome.stdout, stderr=stderr, exit_code=exit_code, signal=sig, error=error,
             duration_ms=outcome.duration_s * 1000, timed_out=outcome.timed_out,
@@ -500,14 +509,16 @@ async def availability() -> Availability:
         return Availability(False, why)
     argv = [*bwrap_argv(bwrap, tmp_bytes=1 << 20, rootfs=None), "--", "/bin/true"]
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-        )
-        async with asyncio.timeout(10):
-            _, err = await proc.communicate()
-    except (OSError, TimeoutError) as exc:
+        child = ChildProcess.spawn(argv, env=BASE_ENV)
+    except OSError as exc:
         return Availability(False, f"bubblewrap failed to start: {exc}")
-    if proc.returncode != 0:
-        return Availability(False, f"bubblewrap cannot create namespaces: {err.decode().strip()}")
+    # On the deadline the child (bubblewrap and its sandbox) is killed and reaped.
+    loop = asyncio.get_running_loop()
+    outcome = await child.communicate(b"", output_limit=4096, deadline=loop.time() + _PROBE_S)
+    if outcome.timed_out:
+        return Availability(False, f"bubblewrap did not finish a sandbox within {_PROBE_S:g}s")
+    if outcome.returncode != 0:
+        why = outcome.stderr.decode("utf-8", "replace").strip()
+        return Availability(False, f"bubblewrap cannot create namespaces: {why}")
     cg = Cgroups()
     return Availability(True, f"bubblewrap works; limits: {cg.reason}; rlimits as the floor")

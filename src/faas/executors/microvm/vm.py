@@ -47,12 +47,13 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from faas import instance
-from faas.agent.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
 from faas.errors import AgentProtocolError, FaasError, SandboxError
 from faas.executors.microvm.channel import Channel, Streams
 from faas.executors.microvm.config import VMConfig
 from faas.images.common import ImageBuildError
 from faas.images.disk import make_scratch_disk
+from faas.proc.exitwatch import ExitWatch
+from faas.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
 
 T = TypeVar("T")
 VMM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -61,7 +62,6 @@ _KILL_WAIT_S = 5.0
 # After the VMM exits, how long buffered channel data may still be read.
 _DRAIN_AFTER_EXIT_S = 0.3
 _PR_SET_PDEATHSIG = 1
-_pending_reaps: set[MicroVM] = set()
 
 
 class VMState(enum.Enum):
@@ -200,7 +200,7 @@ class MicroVM:
         self.workdir: Path | None = None
         self.timings: dict[str, float] = {}
         self._popen: subprocess.Popen[bytes] | None = None
-        self._pidfd: int | None = None
+        self._watch: ExitWatch | None = None
         self._exited: asyncio.Future[int] | None = None
         self._channel: Channel | None = None
         self._streams: Streams | None = None
@@ -263,21 +263,12 @@ class MicroVM:
             if stdin is not subprocess.DEVNULL:
                 stdin.close()
         (workdir / "vmm.pid").write_text(f"{self._popen.pid} {_start_time(self._popen.pid)}\n")
-        loop = asyncio.get_running_loop()
-        self._exited = loop.create_future()
         try:
-            self._pidfd = os.pidfd_open(self._popen.pid)
+            self._watch = ExitWatch(self._popen)
         except OSError as exc:
             self._signal_kill()
             raise SandboxError(f"pidfd_open failed: {exc}") from exc
-        loop.add_reader(self._pidfd, self._on_exit)
-
-    def _on_exit(self) -> None:
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-        rc = self._popen.wait() if self._popen is not None else -1
-        if self._exited is not None and not self._exited.done():
-            self._exited.set_result(rc)
+        self._exited = self._watch.exited()
 
     async def wait_ready(self) -> None:
         """Connect to the agent and read its HELLO. Raises ``SandboxError`` if the VM dies."""
@@ -432,47 +423,15 @@ class MicroVM:
         finally:
             self._finish()
 
-    def kill_sync(self) -> None:
-        """Blocking teardown for when no loop runs (interpreter exit, sync callers)."""
-        self.state = VMState.KILLED
-        self._signal_kill()
-        if self._popen is not None and self._popen.returncode is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._popen.wait(timeout=_KILL_WAIT_S)
-        self._finish()
-
     def _finish(self) -> None:
-        popen = self._popen
-        if popen is not None and popen.poll() is None:
-            self._reap_later()
-            return
-        self._close_pidfd()
-        self._remove_workdir()
-
-    def _reap_later(self) -> None:
-        pidfd = self._pidfd
-        if pidfd is None:
-            return
-        loop = asyncio.get_running_loop()
-        _pending_reaps.add(self)
-
-        def reap() -> None:
-            loop.remove_reader(pidfd)
-            if self._popen is not None:
-                self._popen.wait()
-            self._close_pidfd()
+        """Reap the VMM (now, or from a loop callback as soon as it dies), then remove
+        the work folder and give the uid back."""
+        if self._watch is not None:
+            self._watch.release(then=self._remove_workdir)
+        elif self._popen is None or self._popen.poll() is not None:
             self._remove_workdir()
-            _pending_reaps.discard(self)
-
-        loop.remove_reader(pidfd)
-        loop.add_reader(pidfd, reap)
-
-    def _close_pidfd(self) -> None:
-        if self._pidfd is not None:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        # else: no watch on a live VMM (pidfd_open failed after it started): it was
+        # SIGKILLed; the crash sweep removes its folder once it is gone.
 
     def _remove_workdir(self) -> None:
         """Remove the work folder and give the uid back (the VMM is reaped, or never ran)."""
