@@ -201,7 +201,7 @@ def test_vmm_dies_with_a_killed_server_and_its_files_are_swept(images: GuestImag
     import subprocess
     import sys
 
-    from faas.executors.microvm.vm import sweep_stale_workdirs
+    from faas.executors.microvm.workdirs import sweep_stale_workdirs
 
     server = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(run_dir)],
                               stdout=subprocess.PIPE)

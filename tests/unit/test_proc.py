@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -47,7 +49,7 @@ def test_messages() -> None:
 
 async def test_exit_future_and_immediate_release() -> None:
     popen = subprocess.Popen(["sh", "-c", "exit 3"])
-    watch = ExitWatch(popen)
+    watch = ExitWatch.of(popen)
     assert await asyncio.wait_for(watch.exited(), 10) == 3
     released: list[bool] = []
     watch.release(then=lambda: released.append(True))
@@ -57,7 +59,7 @@ async def test_exit_future_and_immediate_release() -> None:
 
 async def test_release_of_a_live_child_reaps_it_the_moment_it_dies() -> None:
     popen = subprocess.Popen(["sleep", "0.3"])
-    watch = ExitWatch(popen)
+    watch = ExitWatch.of(popen)
     exited = watch.exited()
     released: list[bool] = []
     watch.release(then=lambda: released.append(True))
@@ -69,3 +71,21 @@ async def test_release_of_a_live_child_reaps_it_the_moment_it_dies() -> None:
         await asyncio.sleep(0.01)
     assert released == [True] and popen.returncode == 0
     assert not Path(f"/proc/{popen.pid}").exists()  # reaped: no zombie left
+
+
+async def test_a_bare_pid_is_reaped_with_its_status_and_killed_through_its_pidfd() -> None:
+    """A process that is not a ``Popen`` (as the sandbox's adopted pid 1 is)."""
+    env = {"PATH": os.environ["PATH"]}
+    pid = os.posix_spawnp("sh", ["sh", "-c", "exit 5"], env)
+    watch = ExitWatch(pid)
+    assert await asyncio.wait_for(watch.exited(), 10) == 5
+    watch.release()
+    assert not Path(f"/proc/{pid}").exists()
+
+    pid = os.posix_spawnp("sleep", ["sleep", "60"], env)
+    watch = ExitWatch(pid)
+    assert watch.poll() is None
+    watch.kill()
+    assert await asyncio.wait_for(watch.exited(), 10) == -signal.SIGKILL
+    watch.release()
+    assert not Path(f"/proc/{pid}").exists()

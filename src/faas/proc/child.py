@@ -67,7 +67,7 @@ class ChildProcess:
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
         self.pid = popen.pid
-        self._watch = ExitWatch(popen)
+        self._watch = ExitWatch.of(popen)
         self.kill_hook: Callable[[], None] | None = None
         self._closed = False
 

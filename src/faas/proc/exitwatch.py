@@ -1,9 +1,12 @@
-"""A child's exit as a future on the running loop, and a reap that never blocks.
+"""A process's exit as a future on the running loop, and a reap that never blocks.
 
-The child's ``pidfd`` is watched with ``add_reader`` (no threads, no asyncio
-child watcher). ``release`` is the one way to let go of a child: it closes the
-pidfd at once if the child is dead and reaped, or else reaps it the moment it
-dies (a loop callback holds it until then), and then runs the caller's
+The process's ``pidfd`` is watched with ``add_reader`` (no threads, no asyncio
+child watcher). It is either a ``Popen`` child (``ExitWatch.of(popen)``,
+reaped through the ``Popen`` so its ``returncode`` is set) or a bare pid, such
+as a descendant this process adopted as a child subreaper (reaped with
+``waitid(P_PIDFD)``). ``release`` is the one way to let go: it closes the
+pidfd at once if the process is dead and reaped, or else reaps it the moment
+it dies (a loop callback holds it until then), and then runs the caller's
 clean-up. Nothing here ever waits on a live process.
 """
 
@@ -12,50 +15,85 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
+import signal
 import subprocess
 from collections.abc import Callable
 
-# Watches whose child has not died yet; held so they are not collected early.
+# Watches whose process has not died yet; held so they are not collected early.
 _pending: set[ExitWatch] = set()
+#: The status of a process that was not ours to reap (its parent reaped it).
+UNKNOWN_STATUS = -1
 
 
 class ExitWatch:
-    """Watches one ``Popen`` child. Raises ``OSError`` if its pidfd cannot be opened."""
+    """Watches one process. Raises ``OSError`` if its pidfd cannot be opened."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self.popen = popen
-        self._pidfd: int | None = os.pidfd_open(popen.pid)
+    def __init__(self, pid: int, *, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self._popen = popen
+        self._pidfd: int | None = os.pidfd_open(pid)
+        self.returncode: int | None = None
         self._exited: asyncio.Future[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @classmethod
+    def of(cls, popen: subprocess.Popen[bytes]) -> ExitWatch:
+        return cls(popen.pid, popen=popen)
+
+    def poll(self) -> int | None:
+        """Reap the process if it has exited (never blocks); its status, or None."""
+        if self.returncode is not None:
+            return self.returncode
+        if self._popen is not None:
+            self.returncode = self._popen.poll()
+        elif self._pidfd is not None:
+            try:
+                info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:  # not (or no longer) our child: its parent reaps it
+                info = None
+                if _exited_fd(self._pidfd):
+                    self.returncode = UNKNOWN_STATUS
+            if info is not None:
+                killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+                self.returncode = -info.si_status if killed else info.si_status
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the very process watched (a pidfd never reaches a reused pid)."""
+        if self._pidfd is not None and self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
     def exited(self) -> asyncio.Future[int]:
-        """A future of the exit status (subprocess convention), set when the child dies."""
+        """A future of the exit status (subprocess convention), set when the process dies."""
         if self._exited is None:
             loop = self._loop = asyncio.get_running_loop()
             self._exited = loop.create_future()
             if self._pidfd is None:
-                self._exited.set_result(self._reaped_status())
+                self._exited.set_result(self._status())
             else:
                 loop.add_reader(self._pidfd, self._on_exit)
         return self._exited
 
     def _on_exit(self) -> None:
         self._unwatch()
-        status = self._reaped_status()
-        if self._exited is not None and not self._exited.done():
-            self._exited.set_result(status)
+        self._settle()
 
-    def _reaped_status(self) -> int:
-        # The pidfd is readable (or the child was reaped): wait() returns at once.
-        rc = self.popen.returncode
-        return rc if rc is not None else self.popen.wait()
+    def _status(self) -> int:
+        rc = self.poll()
+        return rc if rc is not None else UNKNOWN_STATUS
+
+    def _settle(self) -> None:
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(self._status())
 
     def release(self, then: Callable[[], None] | None = None) -> None:
-        """Close the pidfd and call ``then`` once the child is reaped: now if it is
+        """Close the pidfd and call ``then`` once the process is reaped: now if it is
         dead, else from a loop callback the moment it dies. Idempotent."""
         if self._pidfd is None:
             return
-        if self.popen.poll() is not None:
+        if self.poll() is not None:
             self._close(then)
             return
         loop = asyncio.get_running_loop()
@@ -65,9 +103,7 @@ class ExitWatch:
 
         def reap() -> None:
             loop.remove_reader(pidfd)
-            self.popen.wait()
-            if self._exited is not None and not self._exited.done():
-                self._exited.set_result(self.popen.returncode or 0)
+            self._settle()
             self._close(then)
             _pending.discard(self)
 
@@ -86,3 +122,10 @@ class ExitWatch:
             self._pidfd = None
         if then is not None:
             then()
+
+
+def _exited_fd(pidfd: int) -> bool:
+    """Whether the process behind ``pidfd`` has exited (its pidfd polls readable)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
