@@ -86,24 +86,25 @@ def _translated(inner: Iterator[Entry]) -> Iterator[Entry]:
     """``inner`` with every library error turned into ``BundleRejected``, chunks included."""
     try:
         for entry in inner:
-            entry.chunks = _translated_chunks(entry.chunks)
+            entry.chunks = _translated_chunks(entry.name, entry.chunks)
             yield entry
     except _CORRUPT as exc:
         raise _corrupt(exc) from exc
 
 
-def _translated_chunks(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _translated_chunks(name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
     try:
         yield from chunks
     except _CORRUPT as exc:
-        raise _corrupt(exc) from exc
+        raise rejected(name, "has corrupt or unsupported content "
+                             f"({shown(str(exc) or type(exc).__name__)})") from exc
 
 
 def _corrupt(exc: BaseException) -> BundleRejected:
     if isinstance(exc, UnicodeDecodeError):  # zipfile, on a name flagged UTF-8 that is not
         return BundleRejected("the archive has an entry name that is not valid UTF-8")
     detail = shown(str(exc) or type(exc).__name__)
-    return BundleRejected(f"the archive is corrupt or uses an unsupported feature: {detail}")
+    return BundleRejected(f"the archive is corrupt or uses an unsupported feature ({detail})")
 
 
 def _read_chunks(stream: IO[bytes]) -> Iterator[bytes]:

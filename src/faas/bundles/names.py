@@ -16,6 +16,7 @@ folded: every tier runs Linux, whose file systems tell ``A`` from ``a``.
 from __future__ import annotations
 
 import unicodedata
+from typing import NamedTuple
 
 from faas.bundles.limits import BundleLimits
 from faas.errors import BundleRejected
@@ -79,14 +80,23 @@ def entry_parts(name: str, limits: BundleLimits) -> tuple[str, ...]:
     return parts
 
 
-def link_target_parts(name: str, parts: tuple[str, ...], target: str,
-                      limits: BundleLimits) -> tuple[str, ...]:
-    """Where the link ``parts`` (entry ``name``) points, as components from the bundle's root.
+class LinkTarget(NamedTuple):
+    """Where a link points (``resolved``) and the folders its target passes through."""
 
-    Resolved lexically from the link's folder; a target that is absolute or
-    climbs above the root is refused. Lexical resolution equals the kernel's
-    only if no folder on the way is itself a link: ``TreeIndex.check_link``
-    makes sure of that once every entry is known.
+    resolved: tuple[str, ...]
+    through: tuple[tuple[str, ...], ...]
+
+
+def link_target(name: str, parts: tuple[str, ...], target: str,
+                limits: BundleLimits) -> LinkTarget:
+    """Resolve the link ``parts`` (entry ``name``) lexically from the link's folder.
+
+    A target that is absolute or climbs above the root is refused. Lexical
+    resolution equals the kernel's only if no folder passed through is
+    itself a link (``d/..`` climbs from wherever ``d`` points):
+    ``TreeIndex.check_link`` makes sure of that once every entry is known.
+    The link's own folder and those above it are real folders (no entry may
+    lie inside a link), so climbing from them with ``..`` is exact.
     """
     _check_text(name, target, "the link target", limits)
     if not target:
@@ -94,16 +104,21 @@ def link_target_parts(name: str, parts: tuple[str, ...], target: str,
     if target.startswith("/"):
         raise rejected(name, "is a symbolic link to an absolute path, outside the bundle")
     resolved = list(parts[:-1])
+    through: list[tuple[str, ...]] = []
+    descended = False
     for part in target.split("/"):
         if part in ("", "."):
             continue
+        if descended:
+            through.append(tuple(resolved))
         if part != "..":
             resolved.append(part)
+            descended = True
         elif resolved:
             resolved.pop()
         else:
             raise rejected(name, "is a symbolic link that points outside the bundle")
-    return tuple(resolved)
+    return LinkTarget(tuple(resolved), tuple(through))
 
 
 def name_key(parts: tuple[str, ...]) -> str:

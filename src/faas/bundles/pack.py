@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from faas.bundles.limits import BundleInfo, BundleLimits
-from faas.bundles.names import entry_parts, link_target_parts, rejected
+from faas.bundles.names import entry_parts, link_target, rejected
 from faas.bundles.tree import Kind, TreeIndex
 from faas.errors import BundleRejected
 
@@ -81,7 +81,7 @@ def _plan(folder: Path, limits: BundleLimits) -> list[_Planned]:
     """Every entry under ``folder`` in archive order, checked as the server checks them."""
     index = TreeIndex()
     plan: list[_Planned] = []
-    links: list[tuple[str, tuple[str, ...]]] = []
+    links: list[tuple[str, tuple[tuple[str, ...], ...]]] = []
     unpacked = 0
     pending = [""]
     while pending:
@@ -100,7 +100,7 @@ def _plan(folder: Path, limits: BundleLimits) -> list[_Planned]:
             mode = 0o755 if kind is Kind.DIR or st.st_mode & 0o111 else 0o644
             if kind is Kind.SYMLINK:
                 target = str((folder / name).readlink())
-                links.append((name, link_target_parts(name, parts, target, limits)))
+                links.append((name, link_target(name, parts, target, limits).through))
                 plan.append(_Planned(name, kind, 0o777, target=target))
             elif kind is Kind.DIR:
                 plan.append(_Planned(name, kind, mode))
@@ -112,8 +112,8 @@ def _plan(folder: Path, limits: BundleLimits) -> list[_Planned]:
                 raise BundleRejected(f"the folder has more than {limits.entries} entries")
             if unpacked > limits.unpacked_bytes:
                 raise BundleRejected(f"the folder holds more than {limits.unpacked_bytes} bytes")
-    for name, resolved in links:
-        index.check_link(name, resolved)
+    for name, through in links:
+        index.check_link(name, through)
     # Archive order: sorted by path components, so a folder precedes its contents.
     return sorted(plan, key=lambda p: p.name.split("/"))
 

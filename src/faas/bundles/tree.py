@@ -66,13 +66,13 @@ class TreeIndex:
             raise rejected(name, "has the same name as another entry after Unicode "
                                  "normalisation (NFC)")
 
-    def check_link(self, name: str, target: tuple[str, ...]) -> None:
-        """Refuse a link whose target (components from the root) passes through another link.
+    def check_link(self, name: str, through: tuple[tuple[str, ...], ...]) -> None:
+        """Refuse a link whose target passes through another link (``through``: the folders
+        its target walks through, from ``names.link_target``). Call once every entry is known.
 
-        Call once every entry is known. The last component may itself be a
-        link: that one was checked on its own, from a real folder.
+        The target itself may be a link: that one was checked on its own.
         """
-        for depth in range(1, len(target)):
-            if self._kinds.get(name_key(target[:depth])) is Kind.SYMLINK:
+        for folder in through:
+            if self._kinds.get(name_key(folder)) is Kind.SYMLINK:
                 raise rejected(name, "is a symbolic link whose target passes through "
                                      "another symbolic link")

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from faas.bundles.archive import Entry, entries
 from faas.bundles.limits import BundleLimits
-from faas.bundles.names import entry_parts, link_target_parts, rejected
+from faas.bundles.names import entry_parts, link_target, rejected
 from faas.bundles.tree import Kind, TreeIndex
 from faas.errors import BundleRejected
 
@@ -44,7 +44,7 @@ class _Link:
     name: str
     parts: tuple[str, ...]
     target: str
-    resolved: tuple[str, ...]
+    through: tuple[tuple[str, ...], ...]
 
 
 def unpack(archive: BinaryIO, size: int, dest: Path, limits: BundleLimits, *,
@@ -69,10 +69,10 @@ def unpack(archive: BinaryIO, size: int, dest: Path, limits: BundleLimits, *,
         elif entry.kind is Kind.FILE:
             writer.file(entry, parts)
         else:
-            resolved = link_target_parts(entry.name, parts, entry.target, limits)
-            links.append(_Link(entry.name, parts, entry.target, resolved))
+            through = link_target(entry.name, parts, entry.target, limits).through
+            links.append(_Link(entry.name, parts, entry.target, through))
     for link in links:
-        index.check_link(link.name, link.resolved)
+        index.check_link(link.name, link.through)
     for link in links:
         writer.folder(link.parts[:-1])
         dest.joinpath(*link.parts).symlink_to(link.target)
