@@ -215,8 +215,8 @@ CASES: dict[str, Case] = {
         lambda: tar_of(member("su", data=b"x", mode=0o4755)), SMALL, "'su': asks for setuid"),
     "zip setgid file": (
         lambda: zip_of(("sg", b"x", stat.S_IFREG | 0o2755)), SMALL, "asks for setuid, setgid"),
-    "tar sticky folder": (
-        lambda: tar_of(member("tmp", tarfile.DIRTYPE, mode=0o1777)), SMALL, "sticky"),
+    "zip sticky file": (
+        lambda: zip_of(("t", b"x", stat.S_IFREG | 0o1644)), SMALL, "'t': asks for setuid"),
     # Not an archive, or a broken one.
     "empty upload": (lambda: b"", SMALL, "the bundle is empty"),
     "not an archive": (lambda: b"#!/bin/sh\necho hi\n" * 40, SMALL,

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 import stat
 import subprocess
 import tarfile
@@ -50,10 +51,12 @@ def sample_zip() -> bytes:
 
 
 def sample_tar(gz: bool = True) -> bytes:
+    """The same tree as ``sample_zip``, with a folder carrying setgid and sticky bits (as
+    ``tar`` records them in a setgid project folder: dropped, not refused) and owner 4242."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tf:
         for name, content, perm, kind in (("./", b"", 0o755, tarfile.DIRTYPE),
-                                          ("./bin", b"", 0o700, tarfile.DIRTYPE),
+                                          ("./bin", b"", 0o3700, tarfile.DIRTYPE),
                                           ("./bin/run.sh", SCRIPT, 0o700, tarfile.REGTYPE),
                                           ("./lib/deep/er/data.json", DATA, 0o640, tarfile.REGTYPE),
                                           ("./README", b"read me\n", 0o600, tarfile.REGTYPE),
@@ -203,6 +206,20 @@ async def test_an_upload_that_stalls_past_the_deadline_is_a_request_timeout(
     with pytest.raises(RequestTimeout):
         await bundles.put(stalled(), deadline=deadline)
     assert list(bundles.root.iterdir()) == []
+
+
+def test_an_existing_path_is_never_written_through(tmp_path: Path) -> None:
+    """What a case-folding file system would make of ``A`` then ``a``: refused, and the
+    existing link is not followed."""
+    outside = tmp_path / "outside"
+    outside.write_text("keep")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "README").symlink_to(outside)
+    data = sample_tar()
+    with pytest.raises(BundleRejected, match=re.escape("'./README': clashes with another entry")):
+        unpack(io.BytesIO(data), len(data), dest, BundleLimits())
+    assert outside.read_text() == "keep"
 
 
 def test_the_unpacker_stops_when_asked(tmp_path: Path) -> None:

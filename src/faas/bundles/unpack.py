@@ -6,8 +6,11 @@ opened that was already there; symbolic links are created last, once every
 entry is known and every link's target is checked, so no write can pass
 through a link. Modes are normalised: folders 0755, files 0755 when the
 archive marks any execute bit and 0644 otherwise (set explicitly, whatever
-the server's umask). setuid, setgid and sticky bits are refused: no bundle
-needs them, and an archive that asks for them is confused or hostile.
+the server's umask). A file with setuid, setgid or sticky bits is refused:
+no bundle needs them, and an archive that asks for them is confused or
+hostile. On folders these bits are dropped instead: they are harmless there
+(they only govern files created later, and the tree is read-only), and
+``tar`` run inside a setgid project folder records them.
 Timestamps, owners, xattrs and ACLs in the archive are ignored: everything
 is owned by the server.
 
@@ -17,8 +20,9 @@ the limit however small the archive said an entry was.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -61,22 +65,35 @@ def unpack(archive: BinaryIO, size: int, dest: Path, limits: BundleLimits, *,
     for entry in entries(archive, size, limits):
         writer.check_stop()
         parts = entry_parts(entry.name, limits)
-        if entry.mode & _SPECIAL_BITS:
+        if entry.kind is Kind.FILE and entry.mode & _SPECIAL_BITS:
             raise rejected(entry.name, "asks for setuid, setgid or sticky bits")
         index.add(entry.name, parts, entry.kind)
-        if entry.kind is Kind.DIR:
-            writer.folder(parts)
-        elif entry.kind is Kind.FILE:
-            writer.file(entry, parts)
-        else:
-            through = link_target(entry.name, parts, entry.target, limits).through
-            links.append(_Link(entry.name, parts, entry.target, through))
+        with _clash_is_rejected(entry.name):
+            if entry.kind is Kind.DIR:
+                writer.folder(parts)
+            elif entry.kind is Kind.FILE:
+                writer.file(entry, parts)
+            else:
+                through = link_target(entry.name, parts, entry.target, limits).through
+                links.append(_Link(entry.name, parts, entry.target, through))
     for link in links:
         index.check_link(link.name, link.through)
     for link in links:
-        writer.folder(link.parts[:-1])
-        dest.joinpath(*link.parts).symlink_to(link.target)
+        with _clash_is_rejected(link.name):
+            writer.folder(link.parts[:-1])
+            dest.joinpath(*link.parts).symlink_to(link.target)
     return Unpacked(writer.written, writer.files)
+
+
+@contextlib.contextmanager
+def _clash_is_rejected(name: str) -> Iterator[None]:
+    """A path that exists already although the index saw no clash: the server's file
+    system folds names (case-insensitive or casefold folders). Refused, never overwritten."""
+    try:
+        yield
+    except FileExistsError as exc:
+        raise rejected(name, "clashes with another entry on the server's file system, which "
+                             "does not tell these names apart") from exc
 
 
 class _Writer:
