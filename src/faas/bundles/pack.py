@@ -93,13 +93,16 @@ def _plan(folder: Path, limits: BundleLimits) -> list[_Planned]:
             raise rejected(prefix or ".", f"could not be listed ({exc.strerror})") from exc
         for child in children:
             name = f"{prefix}/{child.name}" if prefix else child.name
-            st = child.stat(follow_symlinks=False)
+            try:
+                st = child.stat(follow_symlinks=False)
+                target = str((folder / name).readlink()) if child.is_symlink() else ""
+            except OSError as exc:
+                raise rejected(name, f"could not be read ({exc.strerror})") from exc
             kind = _kind(name, st.st_mode)
             parts = entry_parts(name, limits)
             index.add(name, parts, kind)
             mode = 0o755 if kind is Kind.DIR or st.st_mode & 0o111 else 0o644
             if kind is Kind.SYMLINK:
-                target = str((folder / name).readlink())
                 links.append((name, link_target(name, parts, target, limits).through))
                 plan.append(_Planned(name, kind, 0o777, target=target))
             elif kind is Kind.DIR:
