@@ -161,6 +161,8 @@ CASES: dict[str, Case] = {
         "'caf\\xe9.py': the name is not valid UTF-8"),
     "name with a control character": (
         lambda: tar_of(member("evil\nname")), SMALL, "'evil\\u{a}name': the name holds a control"),
+    "name with a C1 control character": (
+        lambda: zip_of(("x\x85y", b"", 0)), SMALL, "'x\\u{85}y': the name holds a control"),
     "name with a backslash": (lambda: zip_of(("..\\x", b"", 0)), SMALL, "backslash"),
     "component longer than 255 bytes": (
         lambda: tar_of(member("a" * 256)), SMALL, "component longer than 255 bytes"),

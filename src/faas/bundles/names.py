@@ -58,7 +58,7 @@ def _check_text(name: str, text: str, what: str, limits: BundleLimits) -> None:
         raise rejected(name, f"{what} is not valid UTF-8") from None
     if size > limits.path_bytes:
         raise rejected(name, f"{what} is longer than {limits.path_bytes} bytes")
-    if any(ch < " " or ch == "\x7f" for ch in text):
+    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in text):  # C0, DEL and C1
         raise rejected(name, f"{what} holds a control character")
     if "\\" in text:
         raise rejected(name, f"{what} holds a backslash (separate folders with '/')")
