@@ -213,6 +213,9 @@ CASES: dict[str, Case] = {
     "zip socket": (lambda: zip_of(("sock", b"", stat.S_IFSOCK | 0o644)), SMALL, "is a socket"),
     "zip character device": (
         lambda: zip_of(("tty", b"", stat.S_IFCHR | 0o644)), SMALL, "is a character device"),
+    "tar sparse file": (
+        lambda: tar_of(member("holes", tarfile.GNUTYPE_SPARSE), fmt=tarfile.GNU_FORMAT), SMALL,
+        "'holes': is a sparse file"),
     "tar setuid file": (
         lambda: tar_of(member("su", data=b"x", mode=0o4755)), SMALL, "'su': asks for setuid"),
     "zip setgid file": (
