@@ -97,17 +97,19 @@ class InvokeRequest(BaseModel):
                                 json_schema_extra={"items": _ENV_SCHEMA})
     payload: Annotated[bytes, _PAYLOAD_SCHEMA] = Field(
         default=b"",
-        description="stdin: an array of byte values (0-255) or a base64 string",
+        description="stdin: an array of byte values (JSON integers 0-255) or a base64 string",
     )
     executor: str | None = Field(default=None, max_length=MAX_NAME_BYTES,
                                  description="sandbox | docker | microvm | ...")
     # Strict: true, "5" and "256" are refused rather than read as numbers.
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, strict=True,
-                                    description="Deadline override")
+                                    description="Deadline override, seconds (a JSON number)")
     memory_mb: int | None = Field(default=None, ge=16, le=1 << 30, strict=True,
-                                  description="Memory limit override")
+                                  description="Memory limit override, MiB (a JSON integer: "
+                                  "256.0 is refused)")
     vcpus: int | None = Field(default=None, ge=1, le=1024, strict=True,
-                              description="vCPUs (microVM tiers)")
+                              description="vCPUs, microVM tiers (a JSON integer: 2.0 is "
+                              "refused)")
     output_encoding: Literal["text", "base64"] = Field(
         default="text", description="base64 adds lossless stdout_base64/stderr_base64"
     )

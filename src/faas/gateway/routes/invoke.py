@@ -88,6 +88,7 @@ def request_schema(gateway: Gateway) -> dict[str, Any]:
     _bound(props["executor"], enum=sorted({*orch.executors, *orch.unavailable}))
     _bound(props["payload"], maxItems=s.max_payload_bytes,
            maxLength=4 * -(-s.max_payload_bytes // 3))
+    props["payload"]["description"] += f"; at most {s.max_payload_bytes} bytes (413)"
     return schema
 
 
