@@ -9,8 +9,9 @@ failure. A 500/502 says only that the platform failed and gives the request
 id: its details (host paths, daemon messages) go to the log, never to the
 caller.
 
-The handler reads its own body (``faas.gateway.body``) under the memory
-budget and deadlines; the request model is declared for the document only.
+The handler reads its own parameters and body (``faas.gateway.body``, under
+the memory budget and deadlines): a ``RawRoute``, whose parameters and
+request model are declared for the document only.
 ``X-Request-Id`` is taken from the request when well-formed, otherwise
 generated; it is echoed in the response and attached to every log line of
 the invocation. If the client disconnects, the invocation is cancelled and
@@ -26,7 +27,7 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Depends, Header, Path
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -40,6 +41,7 @@ from faas.gateway.body import (
     validate_invoke,
 )
 from faas.gateway.context import Gateway
+from faas.gateway.raw_route import RawRoute
 from faas.gateway.responses import OrjsonResponse, error_response, platform_failure
 from faas.gateway.schemas import ErrorBody, InvokeResult, TimedOut
 from faas.logs import request_id_var
@@ -105,6 +107,10 @@ def _bound(prop: dict[str, Any], **limits: Any) -> None:
             branch[key] = value
 
 
+def parameters(function_id: FunctionId, x_request_id: RequestId = "") -> None:
+    """The route's parameters, declared for the document; ``invoke`` reads and checks them."""
+
+
 async def _wait_disconnect(request: Request) -> None:
     while True:
         message = await request.receive()
@@ -116,18 +122,14 @@ def router(gateway: Gateway) -> APIRouter:
     settings, orch, budget = gateway.settings, gateway.orchestrator, gateway.budget
     api = APIRouter(tags=["invocations"])
 
-    @api.post("/functions/{function_id}/invoke", response_model=InvokeResult,
-              summary="Run a command in a fresh sandbox", responses=RESPONSES,
-              response_description="the command ran", openapi_extra={
-                  "requestBody": {"required": True, "content": {
-                      "application/json": {"schema": request_schema(gateway)}}}})
-    async def invoke(request: Request, function_id: FunctionId,
-                     x_request_id: RequestId = "") -> Response:
-        request_id = x_request_id if _REQUEST_ID.fullmatch(x_request_id) else uuid.uuid4().hex
+    async def invoke(request: Request) -> Response:
+        raw_id = request.headers.get("x-request-id", "")
+        request_id = raw_id if _REQUEST_ID.fullmatch(raw_id) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         encoding = "text"
         reservation = None
         try:
+            function_id = request.path_params["function_id"]
             if not _FUNCTION_ID.fullmatch(function_id):
                 raise ValidationError("function_id must be 1-128 of [A-Za-z0-9._-]")
             loop = asyncio.get_running_loop()
@@ -182,4 +184,11 @@ def router(gateway: Gateway) -> APIRouter:
                 reservation.release()
             request_id_var.reset(token)
 
+    api.add_api_route(
+        "/functions/{function_id}/invoke", invoke, methods=["POST"],
+        route_class_override=RawRoute, dependencies=[Depends(parameters)],
+        summary="Run a command in a fresh sandbox", response_model=InvokeResult,
+        response_description="the command ran", responses=RESPONSES, openapi_extra={
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": request_schema(gateway)}}}})
     return api
