@@ -13,6 +13,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import hypothesis
@@ -205,6 +206,24 @@ async def test_what_json_schema_cannot_say_is_described(
     assert r.status_code in (400, 413), r.text
     described = [schema["properties"][k].get("description", "") for k in body]
     assert any(words in d for d in described), (words, described)
+
+
+@pytest.mark.parametrize("function_id", [
+    "f1", "a.b_c-9", "x" * 128, "x" * 129, "", "f\n", "f\r", "f x", "f\x00", "f/g", "\u00e9"])
+async def test_the_server_enforces_exactly_the_declared_function_id(
+        client: httpx.AsyncClient, function_id: str) -> None:
+    doc = await document(client)
+    (declared,) = [p for p in doc["paths"][INVOKE]["post"]["parameters"]
+                   if p["name"] == "function_id"]
+    allowed = bool(function_id) and validator(doc, declared["schema"]).is_valid(function_id)
+    r = await client.post(f"/functions/{quote(function_id, safe='')}/invoke",
+                          json={"command": ["x"]})
+    if allowed:
+        assert r.status_code == 200, r.text
+    elif not function_id or "/" in function_id:  # not one path segment: no such route
+        assert r.status_code == 404 and "no route" in r.json()["error"], r.text
+    else:
+        assert r.status_code == 400 and "function_id" in r.json()["error"], r.text
 
 
 def _integer_written_as_float(body: Any) -> bool:
