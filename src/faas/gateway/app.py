@@ -2,8 +2,8 @@
 
 Layout: one module per resource under ``faas.gateway.routes`` (``invoke``:
 ``POST /functions/{function_id}/invoke``; ``health``: ``/healthz``,
-``/readyz``, ``/metrics``), each a ``router(gateway)`` over the shared
-``Gateway`` (``faas.gateway.context``). Answers are typed
+``/readyz``, ``/metrics``), each an ``add_routes(api, gateway)`` over the
+shared ``Gateway`` (``faas.gateway.context``). Answers are typed
 (``faas.gateway.schemas``), so ``GET /openapi.json`` is generated
 (``faas.gateway.openapi``) and ``GET /docs`` renders it.
 
@@ -40,7 +40,7 @@ from faas.gateway.budget import ByteBudget
 from faas.gateway.context import Gateway
 from faas.gateway.openapi import DESCRIPTION, TITLE, document
 from faas.gateway.responses import error_response
-from faas.gateway.routes import ROUTERS
+from faas.gateway.routes import RESOURCES
 from faas.logs import clip, request_id_var
 from faas.orchestrator import Orchestrator
 
@@ -76,12 +76,8 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
         exception_handlers={HTTPException: http_error, RequestValidationError: invalid_request,
                             Exception: internal_error},
     )
-    routers = [make(gateway) for make in ROUTERS]
-    for router in routers:
-        app.include_router(router)
-    # For the Allow header: every route, whatever FastAPI makes of included routers.
-    app.state.routes = [route for route in [*app.router.routes, *(
-        r for router in routers for r in router.routes)] if isinstance(route, Route)]
+    for add_routes in RESOURCES:
+        add_routes(app.router, gateway)
     app.state.orchestrator = orch
     app.state.body_budget = gateway.budget
     return app
@@ -101,9 +97,8 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route answers on this path (each route may carry only some)."""
     methods: set[str] = set()
-    for route in request.app.state.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods or set()
     return sorted(methods)
 

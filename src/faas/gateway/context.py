@@ -13,7 +13,7 @@ from faas.orchestrator import Orchestrator
 class Gateway:
     """The settings, the orchestrator and the request-body memory budget of one app.
 
-    Each resource module has a ``router(gateway) -> APIRouter``; its handlers
+    Each resource module's ``add_routes(api, gateway)`` declares handlers that
     close over this object, so the hot path pays for no dependency injection.
     """
 

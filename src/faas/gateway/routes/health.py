@@ -22,15 +22,14 @@ from faas.gateway.schemas import Health, Readiness
 def _get(api: APIRouter, path: str, **kwargs: Any) -> Callable[[Any], Any]:
     """``api.get(path)`` plus a HEAD twin left out of the document."""
     def register(endpoint: Callable[..., Any]) -> Any:
-        api.add_api_route(path, endpoint, methods=["GET"], **kwargs)
+        api.add_api_route(path, endpoint, methods=["GET"], tags=["operations"], **kwargs)
         api.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
         return endpoint
     return register
 
 
-def router(gateway: Gateway) -> APIRouter:
+def add_routes(api: APIRouter, gateway: Gateway) -> None:
     settings, orch, budget = gateway.settings, gateway.orchestrator, gateway.budget
-    api = APIRouter(tags=["operations"])
 
     @_get(api, "/healthz", response_model=Health, summary="liveness")
     async def healthz(request: Request) -> Response:
@@ -57,5 +56,3 @@ def router(gateway: Gateway) -> APIRouter:
         # never delays /healthz or an invocation.
         text = await asyncio.to_thread(orch.metrics.render)
         return PrometheusResponse(text)
-
-    return api

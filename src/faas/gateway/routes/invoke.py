@@ -118,9 +118,8 @@ async def _wait_disconnect(request: Request) -> None:
             return
 
 
-def router(gateway: Gateway) -> APIRouter:
+def add_routes(api: APIRouter, gateway: Gateway) -> None:
     settings, orch, budget = gateway.settings, gateway.orchestrator, gateway.budget
-    api = APIRouter(tags=["invocations"])
 
     async def invoke(request: Request) -> Response:
         raw_id = request.headers.get("x-request-id", "")
@@ -186,9 +185,8 @@ def router(gateway: Gateway) -> APIRouter:
 
     api.add_api_route(
         "/functions/{function_id}/invoke", invoke, methods=["POST"],
-        route_class_override=RawRoute, dependencies=[Depends(parameters)],
+        route_class_override=RawRoute, dependencies=[Depends(parameters)], tags=["invocations"],
         summary="Run a command in a fresh sandbox", response_model=InvokeResult,
         response_description="the command ran", responses=RESPONSES, openapi_extra={
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": request_schema(gateway)}}}})
-    return api
