@@ -391,7 +391,8 @@ finally:
 
 def self_check(workdir: Path) -> str | None:
     """None if a `faas serve` started from a scratch copy runs the scratch code, else why not."""
-    mutant = Mutant("self-check", "src/faas/gateway/app.py", SELF_CHECK_OLD, SELF_CHECK_NEW, ())
+    mutant = Mutant("self-check", "src/faas/gateway/routes/health.py", SELF_CHECK_OLD,
+                    SELF_CHECK_NEW, ())
     scratch = make_scratch(workdir, "self-check")
     try:
         apply(mutant, scratch)

@@ -11,9 +11,9 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema, field_validator
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -33,6 +33,24 @@ MAX_ENV_BYTES = 64 * 1024
 MAX_PAYLOAD_ARRAY = 1024 * 1024
 #: Longest image reference and executor name a request may carry.
 MAX_NAME_BYTES = 256
+
+# The JSON schema of what the validators below check (the OpenAPI document is
+# generated from this model; tests/unit/test_openapi.py holds the two together).
+# Byte totals cannot be said in JSON schema: each string's maxLength (characters)
+# is the bound a UTF-8 byte limit implies, and the descriptions give the rest.
+_NO_NUL = r"^[^\x00]*$"
+_ARG_SCHEMA: dict[str, JsonValue] = {"type": "string", "pattern": _NO_NUL,
+                                     "maxLength": MAX_ARG_BYTES}
+_ENV_SCHEMA: dict[str, JsonValue] = {
+    "type": "string", "maxLength": MAX_ENV_BYTES,
+    "pattern": rf"^[A-Za-z_][A-Za-z0-9_]{{0,{MAX_ENV_KEY_BYTES - 1}}}=[^\x00]*$"}
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_PAYLOAD_SCHEMA = WithJsonSchema({"anyOf": [
+    {"type": "array", "maxItems": MAX_PAYLOAD_ARRAY,
+     "items": {"type": "integer", "minimum": 0, "maximum": 255}},
+    {"type": "string", "pattern": _BASE64, "contentEncoding": "base64"},
+    {"type": "null"},
+]})
 
 
 def decode_payload(value: Any) -> bytes:
@@ -66,24 +84,32 @@ class InvokeRequest(BaseModel):
     image: str | None = Field(default=None, max_length=MAX_NAME_BYTES,
                               description="Image; used by the docker executor")
     command: list[str] = Field(min_length=1, max_length=MAX_ARGS,
-                               description="argv of the command to run")
+                               description=f"argv of the command to run: no NUL bytes, "
+                               f"command[0] not empty, at most {MAX_ARG_BYTES} bytes an "
+                               f"argument and {MAX_ARGV_BYTES} in all (UTF-8)",
+                               json_schema_extra={
+                                   "prefixItems": [{**_ARG_SCHEMA, "minLength": 1}],
+                                   "items": _ARG_SCHEMA})
     env_vars: list[str] = Field(default_factory=list, max_length=MAX_ENV_VARS,
-                                description='Environment, "KEY=VALUE"')
-    payload: bytes = Field(
+                                description=f'Environment, "KEY=VALUE" (KEY at most '
+                                f"{MAX_ENV_KEY_BYTES} bytes, no NUL in VALUE), at most "
+                                f"{MAX_ENV_BYTES} bytes in all (UTF-8)",
+                                json_schema_extra={"items": _ENV_SCHEMA})
+    payload: Annotated[bytes, _PAYLOAD_SCHEMA] = Field(
         default=b"",
-        description="stdin: an array of byte values (0-255) or a base64 string",
-        json_schema_extra={"anyOf": [{"type": "array", "items": {"type": "integer"}},
-                                     {"type": "string", "format": "base64"}]},
+        description="stdin: an array of byte values (JSON integers 0-255) or a base64 string",
     )
     executor: str | None = Field(default=None, max_length=MAX_NAME_BYTES,
                                  description="sandbox | docker | microvm | ...")
     # Strict: true, "5" and "256" are refused rather than read as numbers.
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, strict=True,
-                                    description="Deadline override")
+                                    description="Deadline override, seconds (a JSON number)")
     memory_mb: int | None = Field(default=None, ge=16, le=1 << 30, strict=True,
-                                  description="Memory limit override")
+                                  description="Memory limit override, MiB (a JSON integer: "
+                                  "256.0 is refused)")
     vcpus: int | None = Field(default=None, ge=1, le=1024, strict=True,
-                              description="vCPUs (microVM tiers)")
+                              description="vCPUs, microVM tiers (a JSON integer: 2.0 is "
+                              "refused)")
     output_encoding: Literal["text", "base64"] = Field(
         default="text", description="base64 adds lossless stdout_base64/stderr_base64"
     )

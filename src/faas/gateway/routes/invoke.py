@@ -1,0 +1,192 @@
+"""``POST /functions/{function_id}/invoke``: run a command in a fresh sandbox (the hot path).
+
+Status codes: 200 when the command ran (``error`` set if it exited non-zero
+or could not start), 400 malformed request, 404 missing image, 408 body sent
+too slowly, 413 body or payload too large, 429 + Retry-After when admission
+(or the body memory budget) is full, 503 shutting down or executor
+unavailable, 504 timeout (with the partial output), 500/502 platform
+failure. A 500/502 says only that the platform failed and gives the request
+id: its details (host paths, daemon messages) go to the log, never to the
+caller.
+
+The handler reads its own parameters and body (``faas.gateway.body``, under
+the memory budget and deadlines): a ``RawRoute``, whose parameters and
+request model are declared for the document only.
+``X-Request-Id`` is taken from the request when well-formed, otherwise
+generated; it is echoed in the response and attached to every log line of
+the invocation. If the client disconnects, the invocation is cancelled and
+its sandbox destroyed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path
+from starlette.requests import Request
+from starlette.responses import Response
+
+from faas.errors import AdmissionRejected, FaasError, InvocationTimeout, ValidationError
+from faas.gateway.body import (
+    ClientGone,
+    declared_length,
+    parse_cost,
+    parse_json,
+    read_body,
+    validate_invoke,
+)
+from faas.gateway.context import Gateway
+from faas.gateway.raw_route import RawRoute
+from faas.gateway.responses import OrjsonResponse, error_response, platform_failure
+from faas.gateway.schemas import ErrorBody, InvokeResult, TimedOut
+from faas.logs import request_id_var
+from faas.models import InvokeRequest
+
+log = logging.getLogger("faas.gateway")
+
+#: What a function id and a request id may be (checked in full: no trailing newline).
+NAME = r"[A-Za-z0-9._-]{1,128}"
+_REQUEST_ID = re.compile(NAME)
+_FUNCTION_ID = re.compile(NAME)
+
+FunctionId = Annotated[str, Path(
+    description="1-128 of [A-Za-z0-9._-]", json_schema_extra={"pattern": f"^{NAME}$"})]
+RequestId = Annotated[str, Header(
+    alias="X-Request-Id",
+    description=f"echoed back; one not matching {NAME} is replaced by a generated one")]
+
+
+def _error(why: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": why}
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("malformed request"),
+    404: _error("image not found"),
+    408: _error("request body not received within the read timeout"),
+    413: _error("body or payload too large"),
+    429: {**_error("admission or body memory full"),
+          "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}},
+    500: _error("platform failure (request id only; details in the operator's log)"),
+    502: _error("the sandbox's agent failed (request id only)"),
+    503: _error("shutting down, or the executor is unavailable"),
+    504: {"model": TimedOut, "description": "deadline passed: partial output"},
+}
+
+
+def request_schema(gateway: Gateway) -> dict[str, Any]:
+    """``InvokeRequest``'s schema with this server's own limits (its settings, its tiers)."""
+    schema = InvokeRequest.model_json_schema()
+    props, s = schema["properties"], gateway.settings
+    orch = gateway.orchestrator
+    _bound(props["timeout_s"], maximum=s.max_timeout_s)
+    _bound(props["memory_mb"], maximum=s.max_memory_mb)
+    _bound(props["vcpus"], maximum=s.max_vcpus)
+    _bound(props["executor"], enum=sorted({*orch.executors, *orch.unavailable}))
+    _bound(props["payload"], maxItems=s.max_payload_bytes,
+           maxLength=4 * -(-s.max_payload_bytes // 3))
+    props["payload"]["description"] += f"; at most {s.max_payload_bytes} bytes (413)"
+    return schema
+
+
+def _bound(prop: dict[str, Any], **limits: Any) -> None:
+    """Tighten each non-null branch of ``prop`` by ``limits`` (never loosen a bound)."""
+    for branch in prop.get("anyOf", [prop]):
+        kind = branch.get("type")
+        for key, value in limits.items():
+            applies = {"maxItems": "array", "maxLength": "string", "enum": "string"}.get(key)
+            if kind == "null" or (applies and kind != applies):
+                continue
+            if key.startswith("max") and key in branch:
+                value = min(value, branch[key])
+            branch[key] = value
+
+
+def parameters(function_id: FunctionId, x_request_id: RequestId = "") -> None:
+    """The route's parameters, declared for the document; ``invoke`` reads and checks them."""
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def add_routes(api: APIRouter, gateway: Gateway) -> None:
+    settings, orch, budget = gateway.settings, gateway.orchestrator, gateway.budget
+
+    async def invoke(request: Request) -> Response:
+        raw_id = request.headers.get("x-request-id", "")
+        request_id = raw_id if _REQUEST_ID.fullmatch(raw_id) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        encoding = "text"
+        reservation = None
+        try:
+            function_id = request.path_params["function_id"]
+            if not _FUNCTION_ID.fullmatch(function_id):
+                raise ValidationError("function_id must be 1-128 of [A-Za-z0-9._-]")
+            loop = asyncio.get_running_loop()
+            length = declared_length(request, settings.max_body_bytes)
+            reservation = await budget.reserve(
+                parse_cost(settings.max_body_bytes if length is None else length),
+                loop.time() + settings.http_read_timeout_s)
+            body = await read_body(request, settings.max_body_bytes,
+                                   settings.http_read_timeout_s)
+            # Free each stage before the next: body, then the parsed strings;
+            # only the decoded payload stays.
+            data = parse_json(body)
+            del body
+            invoke_request = validate_invoke(data)
+            del data
+            reservation.shrink(len(invoke_request.payload))
+            encoding = invoke_request.output_encoding
+            work = asyncio.ensure_future(orch.invoke(function_id, invoke_request, request_id))
+            del invoke_request
+            watch = asyncio.ensure_future(_wait_disconnect(request))
+            try:
+                await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watch.cancel()
+                if not work.done():
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, FaasError):
+                        await work
+            if work.cancelled():
+                log.info("client disconnected; the invocation was cancelled")
+                return Response(status_code=499)
+            result = work.result()
+            return OrjsonResponse(result.to_json(encoding),
+                                  headers={"x-request-id": request_id})
+        except ClientGone:
+            log.debug("client disconnected while sending its request")
+            return Response(status_code=499)
+        except InvocationTimeout as exc:
+            extra = exc.result.to_json(encoding)
+            extra["request_id"] = request_id
+            return error_response(504, str(exc), request_id, extra=extra)
+        except AdmissionRejected as exc:
+            return error_response(429, str(exc), request_id,
+                                  headers={"retry-after": str(exc.retry_after_s)})
+        except FaasError as exc:
+            if exc.status in (500, 502):
+                log.error("invocation failed: %s", exc)
+                return error_response(exc.status, platform_failure(request_id), request_id)
+            return error_response(exc.status, str(exc), request_id)
+        finally:
+            if reservation is not None:
+                reservation.release()
+            request_id_var.reset(token)
+
+    api.add_api_route(
+        "/functions/{function_id}/invoke", invoke, methods=["POST"],
+        route_class_override=RawRoute, dependencies=[Depends(parameters)], tags=["invocations"],
+        summary="Run a command in a fresh sandbox", response_model=InvokeResult,
+        response_description="the command ran", responses=RESPONSES, openapi_extra={
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": request_schema(gateway)}}}})
