@@ -52,11 +52,7 @@ async def open_store(database_url: str | None, data_dir: Path) -> SqlStore:
     """
     target = parse_database_url(database_url, data_dir)
     if target.sqlite_path is not None:
-        try:
-            target.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"cannot create the data folder for SQLite ({type(exc).__name__})") from exc
+        _prepare_sqlite_folder(target.sqlite_path)
     engines = create_engines(target)
     try:
         async with database_errors(target):
@@ -65,3 +61,18 @@ async def open_store(database_url: str | None, data_dir: Path) -> SqlStore:
         await engines.dispose()
         raise
     return SqlStore(target, engines)
+
+
+def _prepare_sqlite_folder(path: Path) -> None:
+    """Create the database's folder (0700); refuse a path that cannot be a database file.
+
+    Checked here rather than left to the driver: aiosqlite's worker thread
+    reports a failed connect to the event loop after the caller has moved on.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create the data folder for SQLite ({type(exc).__name__})") from exc
+    if path.exists() and not path.is_file():
+        raise StoreUnavailable("the SQLite database path exists and is not a file")

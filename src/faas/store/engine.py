@@ -97,5 +97,10 @@ async def database_errors(target: DatabaseTarget) -> AsyncIterator[None]:
 
 
 def _cause_name(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    return type(orig if isinstance(orig, BaseException) else exc).__name__
+    """The name of the innermost error: the driver's (``InvalidPasswordError``), not a wrapper's."""
+    for _ in range(8):
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if not isinstance(inner, BaseException) or inner is exc:
+            break
+        exc = inner
+    return type(exc).__name__
