@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from faas.store import SqlStore, open_store
+from faas.store import Store, open_store
 from pg_cluster import PgCluster, create_database, drop_database, running_cluster
 
 ENGINES = ["sqlite", "postgresql"]
@@ -34,7 +34,7 @@ class Backend:
     database_url: str | None
     data_dir: Path
 
-    async def open(self) -> SqlStore:
+    async def open(self) -> Store:
         return await open_store(self.database_url, self.data_dir)
 
 
@@ -51,7 +51,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[SqlStore]:
+async def store(backend: Backend) -> AsyncIterator[Store]:
     opened = await backend.open()
     yield opened
     await opened.close()

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import Backend
 from faas.errors import NotFound, StoreUnavailable, ValidationError
-from faas.store import MAX_PAGE_SIZE, BundleRef, FunctionSpec, SqlStore
+from faas.store import MAX_LABEL_FILTERS, MAX_PAGE_SIZE, BundleRef, FunctionSpec, Store
 
 
 def spec(description: str = "", **labels: str) -> FunctionSpec:
@@ -18,7 +18,7 @@ def spec(description: str = "", **labels: str) -> FunctionSpec:
                         labels=labels)
 
 
-async def test_a_put_creates_version_one_and_later_puts_count_on(store: SqlStore) -> None:
+async def test_a_put_creates_version_one_and_later_puts_count_on(store: Store) -> None:
     before = datetime.now(UTC)
     first = await store.put_function("hello", spec("one"))
     second = await store.put_function("hello", spec("two"))
@@ -35,7 +35,7 @@ async def test_a_put_creates_version_one_and_later_puts_count_on(store: SqlStore
     assert await store.get_version("hello", 2) == second
 
 
-async def test_missing_functions_and_versions_are_not_found(store: SqlStore) -> None:
+async def test_missing_functions_and_versions_are_not_found(store: Store) -> None:
     await store.put_function("there", spec())
     with pytest.raises(NotFound):
         await store.get_function("absent")
@@ -48,7 +48,7 @@ async def test_missing_functions_and_versions_are_not_found(store: SqlStore) -> 
 
 
 @pytest.mark.parametrize("bad_id", ["", "-leading-dash", "has space", "x" * 129, "é", "a/b"])
-async def test_malformed_ids_and_versions_are_refused(store: SqlStore, bad_id: str) -> None:
+async def test_malformed_ids_and_versions_are_refused(store: Store, bad_id: str) -> None:
     with pytest.raises(ValidationError):
         await store.put_function(bad_id, spec())
     with pytest.raises(ValidationError):
@@ -74,7 +74,7 @@ async def test_concurrent_puts_get_distinct_consecutive_versions(backend: Backen
             await opened.close()
 
 
-async def test_list_pages_through_every_function_in_id_order(store: SqlStore) -> None:
+async def test_list_pages_through_every_function_in_id_order(store: Store) -> None:
     ids = [f"fn-{n:03d}" for n in range(23)]
     for function_id in random.sample(ids, len(ids)):
         await store.put_function(function_id, spec())
@@ -92,7 +92,7 @@ async def test_list_pages_through_every_function_in_id_order(store: SqlStore) ->
     assert seen == ids
 
 
-async def test_a_full_last_page_has_no_next_cursor(store: SqlStore) -> None:
+async def test_a_full_last_page_has_no_next_cursor(store: Store) -> None:
     for n in range(4):
         await store.put_function(f"f{n}", spec())
     page = await store.list_functions(limit=4)
@@ -103,7 +103,7 @@ async def test_a_full_last_page_has_no_next_cursor(store: SqlStore) -> None:
     assert [i.function_id for i in rest.items] == ["f3"] and rest.next_cursor is None
 
 
-async def test_page_size_is_bounded_and_cursors_are_checked(store: SqlStore) -> None:
+async def test_page_size_is_bounded_and_cursors_are_checked(store: Store) -> None:
     for limit in (0, -1, MAX_PAGE_SIZE + 1, 10**9):
         with pytest.raises(ValidationError, match="limit"):
             await store.list_functions(limit=limit)
@@ -113,7 +113,7 @@ async def test_page_size_is_bounded_and_cursors_are_checked(store: SqlStore) -> 
             await store.list_functions(cursor=cursor)
 
 
-async def test_list_filters_on_the_latest_versions_labels(store: SqlStore) -> None:
+async def test_list_filters_on_the_latest_versions_labels(store: Store) -> None:
     await store.put_function("pay-api", spec(team="payments", tier="web"))
     await store.put_function("pay-batch", spec(team="payments", tier="batch"))
     await store.put_function("search", spec(team="search", tier="web"))
@@ -138,7 +138,7 @@ async def test_list_filters_on_the_latest_versions_labels(store: SqlStore) -> No
     assert [i.function_id for i in second.items] == ["search"]
 
 
-async def test_a_deleted_function_is_gone_until_put_again(store: SqlStore) -> None:
+async def test_a_deleted_function_is_gone_until_put_again(store: Store) -> None:
     for n in range(3):
         await store.put_function("phoenix", spec(f"life one, v{n + 1}"))
     await store.count_invocation("phoenix", 3, "ok")
@@ -167,7 +167,7 @@ async def test_a_deleted_function_is_gone_until_put_again(store: SqlStore) -> No
     assert (await store.get_version("phoenix", 4)).spec.description == "life two"
 
 
-async def test_invocations_are_counted_per_outcome_over_every_version(store: SqlStore) -> None:
+async def test_invocations_are_counted_per_outcome_over_every_version(store: Store) -> None:
     await store.put_function("counted", spec())
     await store.put_function("counted", spec())
     await store.put_function("other", spec())
@@ -211,7 +211,7 @@ async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
         await reopened.close()
 
 
-async def test_unicode_and_large_specs_round_trip(store: SqlStore) -> None:
+async def test_unicode_and_large_specs_round_trip(store: Store) -> None:
     big = FunctionSpec(
         command=("python3", "-c", "print('héllo, 世界 🚀')", "\u202eevil", "tab\tnew\nline"),
         image="registry.example/ünïcode:1",
@@ -237,3 +237,44 @@ async def test_unicode_and_large_specs_round_trip(store: SqlStore) -> None:
         await store.put_function("bad", FunctionSpec(command=("x",), description="\ud800"))
     with pytest.raises(NotFound):
         await store.get_function("bad")
+
+
+async def test_label_filters_are_bounded(store: Store) -> None:
+    many = {f"k{n}": "v" for n in range(MAX_LABEL_FILTERS + 1)}
+    with pytest.raises(ValidationError, match="labels"):
+        await store.list_functions(labels=many)
+    await store.put_function("tagged", spec(**dict(list(many.items())[:MAX_LABEL_FILTERS])))
+    page = await store.list_functions(labels=dict(list(many.items())[:MAX_LABEL_FILTERS]))
+    assert [i.function_id for i in page.items] == ["tagged"]
+
+
+async def test_cancelled_calls_leave_no_gap_and_close_waits_for_them(backend: Backend) -> None:
+    # The caller owns the deadline: a put cut off at any point returns at
+    # once, and its transaction either happens whole or not at all.
+    store = await backend.open()
+
+    async def put_with_deadline(n: int, step_s: float) -> int | None:
+        try:
+            async with asyncio.timeout(step_s * n):
+                return (await store.put_function("cut", spec(f"put {n}"))).version
+        except TimeoutError:
+            return None
+
+    results: list[int | None] = []
+    # Deadlines from 0 to 1.2 s: cut before, inside and after the transaction.
+    for step_s in (0.0002, 0.0005, 0.001, 0.002, 0.004, 0.016, 0.064):
+        results += await asyncio.gather(*(put_with_deadline(n, step_s) for n in range(20)))
+    assert None in results and any(v is not None for v in results)
+    await store.close()  # waits for the transactions whose callers stopped waiting
+
+    store = await backend.open()
+    try:
+        last = await store.put_function("cut", spec("after"))
+        finished = {v for v in results if v is not None}
+        assert len(finished) == len(results) - results.count(None)  # no number given twice
+        assert finished <= set(range(1, last.version))
+        for version in range(1, last.version):  # no gap: every number names a whole version
+            assert (await store.get_version("cut", version)).spec.description.startswith("put ")
+        assert (await store.get_function("cut")).latest == last
+    finally:
+        await store.close()

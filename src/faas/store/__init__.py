@@ -11,7 +11,7 @@ from pathlib import Path
 
 from faas.errors import StoreUnavailable
 from faas.store.engine import create_engines, database_errors
-from faas.store.interface import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Store
+from faas.store.interface import DEFAULT_PAGE_SIZE, MAX_LABEL_FILTERS, MAX_PAGE_SIZE, Store
 from faas.store.migrations import HEAD as SCHEMA_VERSION
 from faas.store.migrations import migrate
 from faas.store.records import (
@@ -28,6 +28,7 @@ from faas.store.url import parse_database_url
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "FUNCTION_ID_PATTERN",
+    "MAX_LABEL_FILTERS",
     "MAX_PAGE_SIZE",
     "SCHEMA_VERSION",
     "BundleRef",
@@ -35,13 +36,12 @@ __all__ = [
     "FunctionSpec",
     "FunctionVersion",
     "Page",
-    "SqlStore",
     "Store",
     "open_store",
 ]
 
 
-async def open_store(database_url: str | None, data_dir: Path) -> SqlStore:
+async def open_store(database_url: str | None, data_dir: Path) -> Store:
     """Open the store, creating or upgrading its schema to ``SCHEMA_VERSION``.
 
     Raises ``ValidationError`` for a bad ``database_url`` (naming

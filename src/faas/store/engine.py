@@ -38,9 +38,11 @@ class Engines:
 
     read: AsyncEngine
     write: AsyncEngine
+    #: the engine that owns the pool (``read`` and ``write`` are views of it)
+    base: AsyncEngine
 
     async def dispose(self) -> None:
-        await self.read.dispose()
+        await self.base.dispose()
 
 
 def create_engines(target: DatabaseTarget) -> Engines:
@@ -48,10 +50,11 @@ def create_engines(target: DatabaseTarget) -> Engines:
         engine = create_async_engine(target.url)
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
-        return Engines(read=engine, write=engine.execution_options(**{_WRITE: True}))
+        return Engines(read=engine, write=engine.execution_options(**{_WRITE: True}),
+                       base=engine)
     engine = create_async_engine(target.url, pool_pre_ping=True)
     return Engines(read=engine.execution_options(isolation_level="REPEATABLE READ"),
-                   write=engine)
+                   write=engine, base=engine)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -18,6 +18,8 @@ from faas.store.records import FunctionInfo, FunctionSpec, FunctionVersion, Page
 #: ``list_functions``' page size when none is asked for, and the largest one it serves.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+#: The most labels one ``list_functions`` may filter on (each is a subquery).
+MAX_LABEL_FILTERS = 16
 
 
 class Store(Protocol):
@@ -44,9 +46,9 @@ class Store(Protocol):
         """Live functions ordered by id, ``limit`` (1..MAX_PAGE_SIZE) at a time.
 
         ``labels``: only functions whose latest version has every one of
-        these labels. ``cursor``: the previous page's ``next_cursor``
-        (opaque); functions put or deleted between pages neither repeat nor
-        shift the pages that follow.
+        these labels (at most ``MAX_LABEL_FILTERS``). ``cursor``: the
+        previous page's ``next_cursor`` (opaque); functions put or deleted
+        between pages neither repeat nor shift the pages that follow.
         """
         ...
 

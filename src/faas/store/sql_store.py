@@ -7,14 +7,15 @@ engines are the upserts (``INSERT ... ON CONFLICT``, from each dialect's
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, and_, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faas.errors import NotFound, StoreUnavailable, ValidationError
 from faas.store.engine import Engines, database_errors
-from faas.store.interface import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from faas.store.interface import DEFAULT_PAGE_SIZE, MAX_LABEL_FILTERS, MAX_PAGE_SIZE
 from faas.store.records import (
     FunctionInfo,
     FunctionSpec,
@@ -37,6 +38,7 @@ from faas.store.records import (
 from faas.store.tables import function_labels, function_versions, functions, invocation_counts
 from faas.store.url import DatabaseTarget
 
+T = TypeVar("T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = and_(function_versions.c.function_id == functions.c.id,
                function_versions.c.version == functions.c.latest_version)
@@ -77,6 +79,7 @@ class SqlStore:
         self._target = target
         self._engines = engines
         self._closed = False
+        self._in_flight: set[asyncio.Future[Any]] = set()
         dialect = sqlite if target.engine == "sqlite" else postgresql
         self._insert = dialect.insert
 
@@ -85,14 +88,31 @@ class SqlStore:
         """``"sqlite"`` or ``"postgresql"``."""
         return self._target.engine
 
-    def _check_open(self) -> None:
+    async def _shielded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run one transaction to its end even if the caller stops waiting.
+
+        The caller's deadline still holds: a cancelled caller gets its
+        ``CancelledError`` at once. But the transaction itself is never
+        cancelled half-way (a driver cancelled mid-statement may leave its
+        connection holding SQLite's write lock); it commits or rolls back in
+        the background, and ``close`` waits for it.
+        """
         if self._closed:
+            work.close()
             raise StoreUnavailable("the store is closed")
+        task = asyncio.ensure_future(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._forget)
+        return await asyncio.shield(task)
+
+    def _forget(self, task: asyncio.Future[Any]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that stopped waiting cannot see it
 
     async def put_function(self, function_id: str, spec: FunctionSpec) -> FunctionVersion:
         check_function_id(function_id)
         spec_json = spec_to_json(spec)
-        self._check_open()
         now = _now_us()
         insert = self._insert(functions).values(
             id=function_id, latest_version=1, first_version=1, created_at=now, updated_at=now,
@@ -111,12 +131,16 @@ class SqlStore:
                 "deleted_at": None,
             },
         ).returning(functions.c.latest_version)
-        async with database_errors(self._target), self._engines.write.begin() as conn:
-            version = (await conn.execute(upsert)).scalar_one()
-            await conn.execute(function_versions.insert().values(
-                function_id=function_id, version=version, spec=spec_json, created_at=now))
-            await self._replace_labels(conn, function_id, spec.labels)
-        return FunctionVersion(function_id, version, spec, _time(now))
+
+        async def put() -> FunctionVersion:
+            async with database_errors(self._target), self._engines.write.begin() as conn:
+                version = (await conn.execute(upsert)).scalar_one()
+                await conn.execute(function_versions.insert().values(
+                    function_id=function_id, version=version, spec=spec_json, created_at=now))
+                await self._replace_labels(conn, function_id, spec.labels)
+            return FunctionVersion(function_id, version, spec, _time(now))
+
+        return await self._shielded(put())
 
     async def _replace_labels(self, conn: AsyncConnection, function_id: str,
                               labels: Mapping[str, str]) -> None:
@@ -129,32 +153,38 @@ class SqlStore:
 
     async def get_function(self, function_id: str) -> FunctionInfo:
         check_function_id(function_id)
-        self._check_open()
         query = (select(*_FUNCTION_COLUMNS).join(function_versions, _LATEST)
                  .where(functions.c.id == function_id, functions.c.deleted_at.is_(None)))
-        async with database_errors(self._target), self._engines.read.begin() as conn:
-            row = (await conn.execute(query)).one_or_none()
-            if row is None:
-                raise NotFound(f"no function {function_id!r}")
-            counts = await self._counts(conn, [function_id])
-        return self._info(row, counts)
+
+        async def get() -> FunctionInfo:
+            async with database_errors(self._target), self._engines.read.begin() as conn:
+                row = (await conn.execute(query)).one_or_none()
+                if row is None:
+                    raise NotFound(f"no function {function_id!r}")
+                counts = await self._counts(conn, [function_id])
+            return self._info(row, counts)
+
+        return await self._shielded(get())
 
     async def get_version(self, function_id: str, version: int) -> FunctionVersion:
         check_function_id(function_id)
         _check_version(version)
-        self._check_open()
         query = (select(function_versions.c.spec, function_versions.c.created_at)
                  .join(functions, functions.c.id == function_versions.c.function_id)
                  .where(function_versions.c.function_id == function_id,
                         function_versions.c.version == version,
                         function_versions.c.version >= functions.c.first_version,
                         functions.c.deleted_at.is_(None)))
-        async with database_errors(self._target), self._engines.read.begin() as conn:
-            row = (await conn.execute(query)).one_or_none()
-        if row is None:
-            raise NotFound(f"function {function_id!r} has no version {version}")
-        return FunctionVersion(function_id, version, spec_from_json(row.spec),
-                               _time(row.created_at))
+
+        async def get() -> FunctionVersion:
+            async with database_errors(self._target), self._engines.read.begin() as conn:
+                row = (await conn.execute(query)).one_or_none()
+            if row is None:
+                raise NotFound(f"function {function_id!r} has no version {version}")
+            return FunctionVersion(function_id, version, spec_from_json(row.spec),
+                                   _time(row.created_at))
+
+        return await self._shielded(get())
 
     async def list_functions(self, *, labels: Mapping[str, str] | None = None,
                              limit: int = DEFAULT_PAGE_SIZE,
@@ -164,6 +194,8 @@ class SqlStore:
             raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE_SIZE}")
         query = (select(*_FUNCTION_COLUMNS).join(function_versions, _LATEST)
                  .where(functions.c.deleted_at.is_(None)))
+        if labels and len(labels) > MAX_LABEL_FILTERS:
+            raise ValidationError(f"at most {MAX_LABEL_FILTERS} labels may be filtered on")
         for key, value in (labels or {}).items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ValidationError("a label filter maps strings to strings")
@@ -173,43 +205,53 @@ class SqlStore:
         if cursor is not None:
             query = query.where(functions.c.id > decode_cursor(cursor))
         query = query.order_by(functions.c.id).limit(limit + 1)
-        self._check_open()
-        async with database_errors(self._target), self._engines.read.begin() as conn:
-            rows = (await conn.execute(query)).all()
-            page = rows[:limit]
-            counts = await self._counts(conn, [row.id for row in page])
-        next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
-        return Page(tuple(self._info(row, counts) for row in page), next_cursor)
+
+        async def list_page() -> Page:
+            async with database_errors(self._target), self._engines.read.begin() as conn:
+                rows = (await conn.execute(query)).all()
+                page = rows[:limit]
+                counts = await self._counts(conn, [row.id for row in page])
+            next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+            return Page(tuple(self._info(row, counts) for row in page), next_cursor)
+
+        return await self._shielded(list_page())
 
     async def delete_function(self, function_id: str) -> None:
         check_function_id(function_id)
-        self._check_open()
         now = _now_us()
         hide = (update(functions)
                 .where(functions.c.id == function_id, functions.c.deleted_at.is_(None))
                 .values(deleted_at=now, updated_at=now))
-        async with database_errors(self._target), self._engines.write.begin() as conn:
-            if (await conn.execute(hide)).rowcount != 1:
-                raise NotFound(f"no function {function_id!r}")
-            await self._replace_labels(conn, function_id, {})
+
+        async def delete() -> None:
+            async with database_errors(self._target), self._engines.write.begin() as conn:
+                if (await conn.execute(hide)).rowcount != 1:
+                    raise NotFound(f"no function {function_id!r}")
+                await self._replace_labels(conn, function_id, {})
+
+        await self._shielded(delete())
 
     async def count_invocation(self, function_id: str, version: int, outcome: str) -> None:
         check_function_id(function_id)
         _check_version(version)
         check_outcome(outcome)
-        self._check_open()
         insert = self._insert(invocation_counts).values(
             function_id=function_id, version=version, outcome=outcome, invocations=1)
         upsert = insert.on_conflict_do_update(
             index_elements=[invocation_counts.c.function_id, invocation_counts.c.version,
                             invocation_counts.c.outcome],
             set_={"invocations": invocation_counts.c.invocations + 1})
-        async with database_errors(self._target):
-            try:
-                async with self._engines.write.begin() as conn:
-                    await conn.execute(upsert)
-            except IntegrityError:  # the foreign key: no such version
-                raise NotFound(f"function {function_id!r} has no version {version}") from None
+
+        async def count() -> None:
+            async with database_errors(self._target):
+                try:
+                    async with self._engines.write.begin() as conn:
+                        await conn.execute(upsert)
+                except IntegrityError:  # the foreign key: no such version
+                    raise NotFound(
+                        f"function {function_id!r} has no version {version}") from None
+
+        await self._shielded(count())
 
     async def _counts(self, conn: AsyncConnection,
                       function_ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -239,5 +281,7 @@ class SqlStore:
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            # Transactions whose callers stopped waiting finish first.
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
             await self._engines.dispose()
 
