@@ -1,8 +1,10 @@
 """The storage contract every engine implements, and nothing else.
 
 All methods are coroutines and take no deadline: the caller owns it
-(``async with asyncio.timeout(...)``); a cancelled call leaves nothing half
-written, since each method is one transaction. Errors are the platform's
+(``async with asyncio.timeout(...)``). Each method is one transaction, and a
+cancelled caller gets its ``CancelledError`` at once while the transaction
+finishes whole, or rolls back, in the background: a put whose caller gave up
+may still have stored its version, never half of it. Errors are the platform's
 (``faas.errors``): ``ValidationError`` for a malformed argument,
 ``NotFound``, ``Conflict``, ``StoreUnavailable`` when the database cannot be
 reached or used (the caller may retry).
