@@ -54,7 +54,7 @@ async def test_malformed_ids_and_versions_are_refused(store: Store, bad_id: str)
     with pytest.raises(ValidationError):
         await store.get_function(bad_id)
     await store.put_function("ok", spec())
-    for version in (0, -1, True):
+    for version in (0, -1, True, 2**31, 2**63):
         with pytest.raises(ValidationError):
             await store.get_version("ok", version)
 
@@ -278,3 +278,18 @@ async def test_cancelled_calls_leave_no_gap_and_close_waits_for_them(backend: Ba
         assert (await store.get_function("cut")).latest == last
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("labels", [
+    {"": "empty key"}, {"k" * 129: "v"}, {"k": "v" * 257}, {f"k{n}": "v" for n in range(65)}])
+def test_labels_are_bounded_to_what_the_index_holds(labels: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="label"):
+        FunctionSpec(command=("x",), labels=labels)
+
+
+async def test_the_largest_labels_are_stored_and_found(store: Store) -> None:
+    labels = {("🔑" * 126) + f"{n:02x}": "🚀" * 256 for n in range(64)}  # 4-byte characters
+    await store.put_function("maximal", FunctionSpec(command=("x",), labels=labels))
+    key, value = next(iter(labels.items()))
+    page = await store.list_functions(labels={key: value})
+    assert [i.function_id for i in page.items] == ["maximal"]

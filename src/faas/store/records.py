@@ -24,6 +24,12 @@ FUNCTION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: An invocation outcome counted per version ("ok", "error", "timeout", ...).
 OUTCOME_PATTERN = re.compile(r"[a-z][a-z_]{0,31}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Labels are indexed (PostgreSQL's btree rows hold at most ~2.7 kB): bounded in characters.
+MAX_LABELS = 64
+MAX_LABEL_KEY_CHARS = 128
+MAX_LABEL_VALUE_CHARS = 256
+#: Versions are 32-bit integers in both engines.
+MAX_VERSION = 2**31 - 1
 #: The spec's JSON layout; a new layout needs a schema migration that rewrites old rows.
 SPEC_FORMAT = 1
 
@@ -99,8 +105,13 @@ class FunctionSpec:
         object.__setattr__(self, "command", command)
         object.__setattr__(self, "env_vars", _frozen_str_map("env_vars", self.env_vars))
         object.__setattr__(self, "labels", _frozen_str_map("labels", self.labels))
-        if any(not key for key in self.labels):
-            raise ValidationError("a label key must not be empty")
+        if len(self.labels) > MAX_LABELS:
+            raise ValidationError(f"a function has at most {MAX_LABELS} labels")
+        for key, value in self.labels.items():
+            if not 1 <= len(key) <= MAX_LABEL_KEY_CHARS or len(value) > MAX_LABEL_VALUE_CHARS:
+                raise ValidationError(
+                    f"a label key is 1-{MAX_LABEL_KEY_CHARS} characters and its value at most "
+                    f"{MAX_LABEL_VALUE_CHARS}")
         for name in ("image", "executor", "content_type"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):

@@ -26,6 +26,7 @@ from faas.errors import NotFound, StoreUnavailable, ValidationError
 from faas.store.engine import Engines, database_errors
 from faas.store.interface import DEFAULT_PAGE_SIZE, MAX_LABEL_FILTERS, MAX_PAGE_SIZE
 from faas.store.records import (
+    MAX_VERSION,
     FunctionInfo,
     FunctionSpec,
     FunctionVersion,
@@ -56,8 +57,9 @@ def _time(us: int) -> datetime:
 
 
 def _check_version(version: int) -> None:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValidationError("a version is an integer from 1")
+    if isinstance(version, bool) or not isinstance(version, int) or not (
+            1 <= version <= MAX_VERSION):
+        raise ValidationError(f"a version is an integer from 1 to {MAX_VERSION}")
 
 
 def encode_cursor(function_id: str) -> str:
