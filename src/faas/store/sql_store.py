@@ -129,7 +129,9 @@ class SqlStore:
                 "first_version": case((revived, functions.c.latest_version + 1),
                                       else_=functions.c.first_version),
                 "created_at": case((revived, now), else_=functions.c.created_at),
-                "updated_at": now,
+                # Puts that raced commit in lock order, not clock order: never go back.
+                "updated_at": case((functions.c.updated_at > now, functions.c.updated_at),
+                                   else_=now),
                 "deleted_at": None,
             },
         ).returning(functions.c.latest_version)
