@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from store_backend import Backend
 
-from faas.store import Store, open_store
+from faas.store import Store
 from pg_cluster import PgCluster, create_database, drop_database, running_cluster
 
 ENGINES = ["sqlite", "postgresql"]
@@ -24,18 +24,6 @@ ENGINES = ["sqlite", "postgresql"]
 def pg() -> Iterator[PgCluster]:
     with running_cluster() as cluster:
         yield cluster
-
-
-@dataclass(frozen=True)
-class Backend:
-    """Where one test's database lives, as ``open_store`` takes it."""
-
-    engine: str
-    database_url: str | None
-    data_dir: Path
-
-    async def open(self) -> Store:
-        return await open_store(self.database_url, self.data_dir)
 
 
 @pytest.fixture(params=ENGINES)

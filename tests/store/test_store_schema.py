@@ -14,8 +14,8 @@ import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from store_backend import Backend
 
-from conftest import Backend
 from faas.errors import SchemaTooNew
 from faas.store import SCHEMA_VERSION, FunctionSpec
 from faas.store.engine import create_engines

@@ -7,8 +7,8 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from store_backend import Backend
 
-from conftest import Backend
 from faas.errors import NotFound, StoreUnavailable, ValidationError
 from faas.store import MAX_LABEL_FILTERS, MAX_PAGE_SIZE, BundleRef, FunctionSpec, Store
 
