@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything this project needs on a fresh Debian 12 machine (as root):
-# the host packages every isolation tier uses, a virtualenv in .venv with the
-# package and its dev tools, and the C spawn helper. Idempotent and quick on
+# the host packages every isolation tier uses, PostgreSQL for the store's
+# tests, a virtualenv in .venv with the package and its dev tools (and the
+# store's database drivers), and the C spawn helper. Idempotent and quick on
 # a second run: apt is only called for packages that are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,11 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# The store's tests start a private PostgreSQL cluster (tests/pg_cluster.py):
+# Debian's server package, unless an initdb is already there.
+if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  missing+=(postgresql)
+fi
 export DEBIAN_FRONTEND=noninteractive
 # The image builder downloads the guest kernel with apt-get download: it needs
 # package lists even when every package here is already installed.

@@ -12,13 +12,18 @@
     +-- InvocationTimeout          the deadline passed; carries the partial result (HTTP 504)
     +-- ExecutorUnavailable        the tier cannot run on this host, with the reason (HTTP 503)
     +-- ImageNotFound              the requested image does not exist locally (HTTP 404)
+    +-- NotFound                   no such function or version, or it was deleted (HTTP 404)
+    +-- Conflict                   the request contradicts what is stored (HTTP 409)
+    +-- StoreUnavailable           the database cannot be reached or used (HTTP 503)
+    |   +-- SchemaTooNew           the database was made by a newer faas; refused on open
     +-- SandboxError               the sandbox or VM failed to start or broke (HTTP 500)
     +-- AgentProtocolError         a frame on the agent channel was truncated, oversize
                                    or garbage (HTTP 502 when it surfaces to a client)
 
 Each backend translates the errors of the library it wraps into one of these
-(``raise SandboxError(...) from exc``) so callers never see ``OSError`` or a
-Docker SDK exception.
+(``raise SandboxError(...) from exc``) so callers never see ``OSError``, a
+Docker SDK exception or a database driver's exception. Store errors never
+carry a host path or a connection string with its password.
 """
 
 from __future__ import annotations
@@ -83,6 +88,22 @@ class ExecutorUnavailable(FaasError):
 
 class ImageNotFound(FaasError):
     status = 404
+
+
+class NotFound(FaasError):
+    status = 404
+
+
+class Conflict(FaasError):
+    status = 409
+
+
+class StoreUnavailable(FaasError):
+    status = 503
+
+
+class SchemaTooNew(StoreUnavailable):
+    """The database's schema version is newer than this code's migrations know."""
 
 
 class SandboxError(FaasError):

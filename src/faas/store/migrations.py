@@ -1,0 +1,146 @@
+"""The versioned schema: an ordered list of migrations, applied on open.
+
+``schema_version`` holds one row per applied migration; the database's
+version is the highest. Each migration runs in a transaction of its own,
+together with the row that records it, so a crash leaves the database at
+the last whole version. Concurrent openers (two servers starting against
+one database) serialise on a lock taken first in that transaction: a
+transaction-scoped advisory lock on PostgreSQL, the write lock
+(``BEGIN IMMEDIATE``) on SQLite. Each re-reads the version under the lock,
+so a migration is applied once. A database whose version is newer than
+this code's head is refused (``SchemaTooNew``) and left untouched.
+
+Migrations are raw DDL, frozen once released: they must keep producing the
+schema their version names, whatever ``tables.py`` (the head) becomes.
+Times are microseconds since the epoch (UTC) in BIGINT, identical on both
+engines; ids sort bytewise on both (``COLLATE "C"`` on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from faas.errors import SchemaTooNew
+
+#: ``pg_advisory_xact_lock`` key of schema migrations (any constant; "faas" in ASCII).
+MIGRATION_LOCK_KEY = 0x66616173
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[AsyncConnection, str], Awaitable[None]]
+
+
+async def _run(conn: AsyncConnection, statements: str) -> None:
+    """Run ``;``-separated DDL one statement at a time (asyncpg takes one per call)."""
+    for statement in statements.split(";"):
+        if statement.strip():
+            await conn.execute(text(statement))
+
+
+def _id_type(dialect: str) -> str:
+    return 'TEXT COLLATE "C"' if dialect == "postgresql" else "TEXT"
+
+
+async def _v1_functions(conn: AsyncConnection, dialect: str) -> None:
+    await _run(conn, f"""
+        CREATE TABLE functions (
+            id {_id_type(dialect)} PRIMARY KEY,
+            latest_version INTEGER NOT NULL,
+            first_version INTEGER NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            deleted_at BIGINT
+        );
+        CREATE TABLE function_versions (
+            function_id {_id_type(dialect)} NOT NULL REFERENCES functions (id),
+            version INTEGER NOT NULL,
+            spec TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (function_id, version)
+        )""")
+
+
+async def _v2_labels_and_counts(conn: AsyncConnection, dialect: str) -> None:
+    await _run(conn, f"""
+        CREATE TABLE function_labels (
+            function_id {_id_type(dialect)} NOT NULL REFERENCES functions (id),
+            label_key TEXT NOT NULL,
+            label_value TEXT NOT NULL,
+            PRIMARY KEY (function_id, label_key)
+        );
+        CREATE INDEX function_labels_by_label
+            ON function_labels (label_key, label_value, function_id);
+        CREATE TABLE invocation_counts (
+            function_id {_id_type(dialect)} NOT NULL,
+            version INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            invocations BIGINT NOT NULL,
+            PRIMARY KEY (function_id, version, outcome),
+            FOREIGN KEY (function_id, version) REFERENCES function_versions (function_id, version)
+        )""")
+    # Index the labels of the latest version of every live function, from its spec JSON.
+    rows = await conn.execute(text("""
+        SELECT f.id, v.spec FROM functions f
+        JOIN function_versions v ON v.function_id = f.id AND v.version = f.latest_version
+        WHERE f.deleted_at IS NULL"""))
+    labels = [{"f": function_id, "k": key, "v": value}
+              for function_id, spec in rows
+              for key, value in orjson.loads(spec).get("labels", {}).items()]
+    if labels:
+        await conn.execute(text(
+            "INSERT INTO function_labels (function_id, label_key, label_value) "
+            "VALUES (:f, :k, :v)"), labels)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "functions and their immutable versions", _v1_functions),
+    Migration(2, "labels as an indexed table; invocation counts per version and outcome",
+              _v2_labels_and_counts),
+)
+HEAD = MIGRATIONS[-1].version
+
+
+async def _lock_and_read(conn: AsyncConnection) -> int:
+    """Take the migration lock, make sure ``schema_version`` exists, return the version."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                           {"key": MIGRATION_LOCK_KEY})
+    await conn.execute(text(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+        "description TEXT NOT NULL, applied_at BIGINT NOT NULL)"))
+    current = (await conn.execute(text("SELECT MAX(version) FROM schema_version"))).scalar()
+    return int(current or 0)
+
+
+async def migrate(engine: AsyncEngine, target: int = HEAD) -> int:
+    """Bring the database up to ``target`` (default: head); return the version it is at.
+
+    ``engine`` must begin SQLite transactions with ``BEGIN IMMEDIATE`` (see
+    ``engine.write_engine``). Raises ``SchemaTooNew`` for a database newer
+    than ``HEAD``; a database already past ``target`` is left as it is.
+    """
+    while True:
+        async with engine.begin() as conn:
+            current = await _lock_and_read(conn)
+            if current > HEAD:
+                raise SchemaTooNew(
+                    f"the database's schema is version {current}, newer than this faas "
+                    f"knows (version {HEAD}): upgrade faas, or point it at another database")
+            if current >= target:
+                return current
+            migration = MIGRATIONS[current]
+            await migration.apply(conn, conn.dialect.name)
+            await conn.execute(
+                text("INSERT INTO schema_version (version, description, applied_at) "
+                     "VALUES (:version, :description, :applied_at)"),
+                {"version": migration.version, "description": migration.description,
+                 "applied_at": time.time_ns() // 1000})
