@@ -261,11 +261,16 @@ def _raising(exc: Exception) -> FakeExecutor:
     return FakeExecutor(handler)
 
 
+# Raised only by routes that change stored state (a deploy racing another), never by a call.
+_NOT_FROM_AN_INVOCATION: tuple[type[errors.FaasError], ...] = (errors.Conflict,)
+
+
 def _every_faas_error() -> list[errors.FaasError]:
     made: list[errors.FaasError] = []
     for name in dir(errors):
         cls = getattr(errors, name)
-        if isinstance(cls, type) and issubclass(cls, errors.FaasError):
+        if (isinstance(cls, type) and issubclass(cls, errors.FaasError)
+                and not issubclass(cls, _NOT_FROM_AN_INVOCATION)):
             if cls is errors.InvocationTimeout:
                 made.append(cls("timed out", InvocationResult(stdout=b"so far", timed_out=True)))
             else:
