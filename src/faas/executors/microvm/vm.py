@@ -51,8 +51,8 @@ from faas.agent.protocol import AgentReply, AgentRequest, Kind, encode_ping, rea
 from faas.errors import AgentProtocolError, FaasError, SandboxError
 from faas.executors.microvm.channel import Channel, Streams
 from faas.executors.microvm.config import VMConfig
+from faas.executors.microvm.scratch import make_scratch_disk
 from faas.images.common import ImageBuildError
-from faas.images.disk import make_scratch_disk
 
 T = TypeVar("T")
 VMM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -76,6 +76,8 @@ class Driver(Protocol):
     """What a VMM contributes: its channel and its command line."""
 
     name: str
+    accel: str  # "kvm" or "tcg", reported with each result
+    vsock: bool  # whether the guest's agent listens on vsock
 
     def channel(self, config: VMConfig, workdir: Path) -> Channel: ...
 
@@ -85,17 +87,11 @@ class Driver(Protocol):
         ...
 
 
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
 # Host uids of VMMs: FAAS_VMM_UID_BASE + slot, one per running VM. Distinct from
 # the containers' 65534 and the namespace sandboxes' 200000 + slot.
-VMM_UID_BASE = _env_int("FAAS_VMM_UID_BASE", 300_000)
-VMM_UIDS = _env_int("FAAS_VMM_UIDS", 1024)
+VMM_UID_BASE = 300_000
+VMM_UIDS = 1024
+VMM_UID_LOCK_DIR = Path("/run/faas-vmm-uids")
 
 
 class HostUidPool:
@@ -113,8 +109,7 @@ class HostUidPool:
     def __init__(self, base: int = VMM_UID_BASE, size: int = VMM_UIDS, *,
                  lock_dir: Path | None = None) -> None:
         self.base, self.size = base, size
-        self.lock_dir = lock_dir if lock_dir is not None else Path(
-            os.environ.get("FAAS_VMM_UID_LOCK_DIR", "/run/faas-vmm-uids"))
+        self.lock_dir = lock_dir if lock_dir is not None else VMM_UID_LOCK_DIR
         self._free = list(range(base + size - 1, base - 1, -1))
         self._locks: dict[int, int] = {}
 
@@ -162,9 +157,10 @@ class HostUidPool:
 _default_uids = HostUidPool()
 
 
-def vmm_drops_privileges() -> bool:
-    """Whether VMMs get a host uid of their own: only a root server can give one."""
-    return os.geteuid() == 0 and os.environ.get("FAAS_QEMU_RUNAS", "1") != "0"
+def vmm_drops_privileges(runas: bool = True) -> bool:
+    """Whether VMMs get a host uid of their own: only a root server can give one
+    (``runas`` False: ``FAAS_QEMU_RUNAS=0``, debugging)."""
+    return os.geteuid() == 0 and runas
 
 
 # Resolved once in the parent: the child must not dlopen between fork and exec.
@@ -181,7 +177,7 @@ class MicroVM:
 
     def __init__(self, driver: Driver, config: VMConfig, *, run_dir: Path | None = None,
                  restore_from: Path | None = None, warm_up: bool = False,
-                 uids: HostUidPool | None = None) -> None:
+                 uids: HostUidPool | None = None, runas: bool = True) -> None:
         """``restore_from``: a saved VM state the VMM reads on its stdin (the driver's
         command line says so, e.g. QEMU ``-incoming fd:0``); such a VM needs no
         scratch disk of its own here (the driver provides one) and is resumed with
@@ -196,6 +192,7 @@ class MicroVM:
         self.start_kind = "restored" if restore_from is not None else "cold"
         self.state = VMState.NEW
         self._uids = uids if uids is not None else _default_uids
+        self._runas = runas
         self.host_uid: int | None = None
         self.workdir: Path | None = None
         self.timings: dict[str, float] = {}
@@ -228,7 +225,7 @@ class MicroVM:
         self.workdir = workdir = Path(tempfile.mkdtemp(prefix=f"faas-vm-{instance.instance_id()}-",
                                                        dir=self.run_dir))
         self.state = VMState.SPAWNED  # from here on kill() has something to clean
-        if vmm_drops_privileges():
+        if vmm_drops_privileges(self._runas):
             self.host_uid = self._uids.lease()
         if self.restore_from is None:
             try:
