@@ -11,7 +11,7 @@ import pytest
 from microvm_support import assert_no_vm_leaks, make_spec, vmm_processes
 
 from faas.agent.protocol import Kind, read_frame
-from faas.errors import SandboxError
+from faas.errors import ExecutorClosed, SandboxError
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
 from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.qemu import QemuDriver, qemu_binary
@@ -292,3 +292,11 @@ async def test_only_faas_errors_leave_run_and_they_name_no_host_path(
         assert str(tmp_path) not in str(caught.value)
     finally:
         await executor.aclose()
+
+
+async def test_a_closed_executor_refuses_work(settings: MicroVMSettings,
+                                             images: GuestImages) -> None:
+    executor = QemuExecutor(settings, images)
+    await executor.aclose()
+    with pytest.raises(ExecutorClosed, match="the qemu executor is closed"):
+        await executor.run(make_spec(["true"]))
