@@ -44,7 +44,7 @@ from faas.executors.microvm import qemu
 from faas.executors.microvm.config import MIB, MicroVMSettings, VMConfig
 from faas.executors.microvm.drivers import BEST, FIRECRACKER, QEMU, DriverChoice
 from faas.executors.microvm.snapshot import RestoreDriver, SnapshotStore
-from faas.executors.microvm.vm import Driver, HostUidPool, MicroVM, sweep_stale_workdirs
+from faas.executors.microvm.vm import Driver, MicroVM, host_uids, sweep_stale_workdirs
 from faas.images.common import ImageBuildError
 from faas.images.manifest import GuestImages
 from faas.models import ExecutionSpec, InvocationResult, Limits
@@ -71,7 +71,7 @@ class VMExecutor:
         self.settings = settings or MicroVMSettings()
         self._images = images
         self._driver: Driver | None = None
-        self._uids = _uid_pool(self.settings)
+        self._uids = host_uids(self.settings.vmm)
         self._live: set[MicroVM] = set()
         self._closed = False
         self._pools: PoolSet[MicroVM] | None = None
@@ -355,18 +355,6 @@ class MicroVMExecutor(VMExecutor):
     def __init__(self, settings: MicroVMSettings | None = None,
                  images: GuestImages | None = None) -> None:
         super().__init__(BEST, settings, images)
-
-
-_uid_pools: dict[tuple[int, int, Path], HostUidPool] = {}
-
-
-def _uid_pool(settings: MicroVMSettings) -> HostUidPool:
-    """One pool per uid range in this process, shared by every executor that uses it."""
-    vmm = settings.vmm
-    key = (vmm.vmm_uid_base, vmm.vmm_uids, vmm.vmm_uid_lock_dir)
-    if key not in _uid_pools:
-        _uid_pools[key] = HostUidPool(*key[:2], lock_dir=key[2])
-    return _uid_pools[key]
 
 
 def _config_bytes(key: Hashable) -> int:

@@ -31,7 +31,7 @@ from faas.executors.microvm.canary import CanaryResult, cached_canary, canary_ke
 from faas.executors.microvm.channel import Channel, HybridVsockChannel
 from faas.executors.microvm.config import MicroVMSettings, VMConfig
 from faas.executors.microvm.fcbinary import FirecrackerBinaries, resolve_binaries
-from faas.executors.microvm.vm import boot_probe
+from faas.executors.microvm.vm import boot_probe, host_uids
 from faas.images.common import ImageBuildError
 from faas.images.manifest import GuestImages
 
@@ -132,9 +132,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 async def canary(binaries: FirecrackerBinaries, images: GuestImages, cache_dir: Path | None,
-                 jailer_allowed: bool = True) -> CanaryResult:
+                 settings: MicroVMSettings | None = None) -> CanaryResult:
     """Boot our guest once with Firecracker; cached per binary, images and host
     (``cache_dir`` None: in memory only)."""
+    vmm = (settings or MicroVMSettings()).vmm
+    jailer_allowed = vmm.fc_jailer
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return CanaryResult(False, "/dev/kvm is missing or not accessible")
     driver = FirecrackerDriver(binaries, jailer_allowed=jailer_allowed)
@@ -144,7 +146,8 @@ async def canary(binaries: FirecrackerBinaries, images: GuestImages, cache_dir: 
 
     async def probe() -> CanaryResult:
         ok, reason, ms = await boot_probe(driver, VMConfig(images=images, vsock=True),
-                                          timeout_s=CANARY_TIMEOUT_S)
+                                          timeout_s=CANARY_TIMEOUT_S, uids=host_uids(vmm),
+                                          runas=vmm.qemu_runas)
         return CanaryResult(ok, reason, ms)
 
     return await cached_canary(key, cache_dir, probe)
@@ -158,12 +161,11 @@ def _binaries(settings: MicroVMSettings) -> FirecrackerBinaries:
 async def ready_driver(settings: MicroVMSettings, images: GuestImages) -> FirecrackerDriver:
     """A driver whose canary passed, or ``ExecutorUnavailable`` with the reason."""
     binaries = _binaries(settings)
-    allowed = settings.vmm.fc_jailer
-    verdict = await canary(binaries, images, settings.image_cache, allowed)
+    verdict = await canary(binaries, images, settings.image_cache, settings)
     if not verdict.ok:
         raise ExecutorUnavailable(f"firecracker cannot boot a guest on this host: "
                                   f"{verdict.reason}")
-    return FirecrackerDriver(binaries, jailer_allowed=allowed)
+    return FirecrackerDriver(binaries, jailer_allowed=settings.vmm.fc_jailer)
 
 
 async def probe(settings: MicroVMSettings) -> Availability:
@@ -176,7 +178,7 @@ async def probe(settings: MicroVMSettings) -> Availability:
         images = settings.guest_images()
     except ImageBuildError as exc:
         return Availability(False, f"guest image unusable: {exc}")
-    verdict = await canary(binaries, images, settings.image_cache, settings.vmm.fc_jailer)
+    verdict = await canary(binaries, images, settings.image_cache, settings)
     if verdict.ok:
         return Availability(True, f"Firecracker ({binaries.source}) booted the guest in "
                                   f"{verdict.boot_ms:.0f} ms")

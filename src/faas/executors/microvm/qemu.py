@@ -24,7 +24,7 @@ from faas.executors.base import Availability
 from faas.executors.microvm.canary import CanaryResult, cached_canary, canary_key, file_identity
 from faas.executors.microvm.channel import Channel, UnixListenChannel, VsockChannel
 from faas.executors.microvm.config import MicroVMSettings, VMConfig
-from faas.executors.microvm.vm import boot_probe
+from faas.executors.microvm.vm import boot_probe, host_uids
 from faas.images.common import ImageBuildError
 from faas.images.manifest import SERIAL_PORT_NAME, GuestImages
 
@@ -175,8 +175,10 @@ async def kvm_canary(binary: str, images: GuestImages, cache_dir: Path | None,
 
     async def probe() -> CanaryResult:
         config = VMConfig(images=images, memory_mib=256)
-        driver = driver_for(settings or MicroVMSettings(), binary, "kvm")
-        ok, reason, ms = await boot_probe(driver, config, timeout_s=KVM_CANARY_TIMEOUT_S)
+        vm = settings or MicroVMSettings()
+        ok, reason, ms = await boot_probe(driver_for(vm, binary, "kvm"), config,
+                                          timeout_s=KVM_CANARY_TIMEOUT_S,
+                                          uids=host_uids(vm.vmm), runas=vm.vmm.qemu_runas)
         return CanaryResult(ok, reason, ms)
 
     return await cached_canary(key, cache_dir, probe)

@@ -48,6 +48,7 @@ from typing import Any, Protocol, TypeVar
 
 from faas import instance
 from faas.agent.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
+from faas.config import VMSettings
 from faas.errors import AgentProtocolError, FaasError, SandboxError
 from faas.executors.microvm.channel import Channel, Streams
 from faas.executors.microvm.config import VMConfig
@@ -154,7 +155,17 @@ class HostUidPool:
         return fd
 
 
-_default_uids = HostUidPool()
+_uid_pools: dict[tuple[int, int, Path], HostUidPool] = {}
+
+
+def host_uids(vmm: VMSettings | None = None) -> HostUidPool:
+    """This process's one pool of the uid range ``vmm`` names (``FAAS_VMM_UID_*``;
+    None: the defaults), shared by every VM leasing from it."""
+    key = (vmm.vmm_uid_base, vmm.vmm_uids, vmm.vmm_uid_lock_dir) if vmm is not None else (
+        VMM_UID_BASE, VMM_UIDS, VMM_UID_LOCK_DIR)
+    if key not in _uid_pools:
+        _uid_pools[key] = HostUidPool(key[0], key[1], lock_dir=key[2])
+    return _uid_pools[key]
 
 
 def vmm_drops_privileges(runas: bool = True) -> bool:
@@ -191,7 +202,7 @@ class MicroVM:
         self.warm_up = warm_up
         self.start_kind = "restored" if restore_from is not None else "cold"
         self.state = VMState.NEW
-        self._uids = uids if uids is not None else _default_uids
+        self._uids = uids if uids is not None else host_uids()
         self._runas = runas
         self.host_uid: int | None = None
         self.workdir: Path | None = None
@@ -604,12 +615,13 @@ def _kill_leftover_vmm(workdir: Path, wait_s: float = 2.0) -> None:
 
 
 async def boot_probe(driver: Driver, config: VMConfig, *, timeout_s: float,
-                     run_dir: Path | None = None) -> tuple[bool, str, float]:
+                     run_dir: Path | None = None, uids: HostUidPool | None = None,
+                     runas: bool = True) -> tuple[bool, str, float]:
     """Boot ``config`` with ``driver`` to the agent's HELLO, then destroy it.
 
     Returns (booted, reason, ms to HELLO); never raises for a failed boot.
     """
-    vm = MicroVM(driver, config, run_dir=run_dir)
+    vm = MicroVM(driver, config, run_dir=run_dir, uids=uids, runas=runas)
     try:
         async with asyncio.timeout(timeout_s):
             await vm.spawn()
