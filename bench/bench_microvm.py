@@ -40,9 +40,9 @@ from common import pct
 from faas.errors import FaasError
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
 from faas.executors.microvm.config import VMConfig
-from faas.executors.microvm.qemu import QemuDriver, kvm_canary, qemu_binary
-from faas.images.build import build_images, guest_images
-from faas.images.disk import make_scratch_disk
+from faas.executors.microvm.qemu import QemuDriver, driver_for, kvm_canary, qemu_binary
+from faas.executors.microvm.scratch import make_scratch_disk
+from faas.images.build import build_images
 from faas.models import ExecutionSpec, InvocationResult, Limits
 
 
@@ -178,29 +178,37 @@ def start_gateway(run_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("the gateway did not start")
 
 
+def server_vm_settings() -> MicroVMSettings:
+    """The microVM settings a server started with this environment would use."""
+    from faas.config import Settings
+
+    return MicroVMSettings.from_settings(Settings.from_env())
+
+
 def serve(port: int, run_dir: Path) -> None:
     import uvicorn
 
     from faas.config import Settings
     from faas.gateway.app import create_app
 
-    executor = QemuExecutor(MicroVMSettings(run_dir=run_dir, pool_max=0, snapshots=False))
+    executor = QemuExecutor(replace(server_vm_settings(), run_dir=run_dir, pool_max=0,
+                                    snapshots=False))
     settings = Settings(port=port, default_executor="qemu", executors=("qemu",))
     uvicorn.run(create_app(settings, {"qemu": executor}), host="127.0.0.1", port=port,
                 log_level="warning", access_log=False)
 
 
 async def main(rounds: int, with_http: bool, rate: float, seconds: float) -> None:
-    build_images()
-    images = guest_images()
-    binary = qemu_binary()
-    if binary is None:
-        raise SystemExit("qemu-system-x86_64 is not installed")
-    kvm = await kvm_canary(binary, images)
-    accel = "kvm" if kvm.ok else "tcg"
-    driver = QemuDriver(binary, accel)
     run_dir = Path(tempfile.mkdtemp(prefix="faas-bench-"))
-    base = MicroVMSettings(run_dir=run_dir, pool_max=0, snapshots=False)
+    base = replace(server_vm_settings(), run_dir=run_dir, pool_max=0, snapshots=False)
+    build_images(base.image_cache)
+    images = base.guest_images()
+    binary = qemu_binary(base.vmm.qemu_binary)
+    if binary is None:
+        raise SystemExit(f"{base.vmm.qemu_binary} is not installed")
+    kvm = await kvm_canary(binary, images, base.image_cache, base)
+    accel = "kvm" if kvm.ok else "tcg"
+    driver = driver_for(base, binary, accel)
     config = base.vm_config(images, Limits())
     template = run_dir / "template-scratch.ext4"
     make_scratch_disk(template, config.scratch_bytes)

@@ -1,21 +1,36 @@
-"""Server settings, read once from the environment.
+"""Server settings, read and validated once, from the environment, at start.
 
-Every knob has a default that is safe on a fresh host; ``Settings.from_env``
-names the variable behind each field (see the README's configuration table).
-Invalid values raise ``ValidationError`` with the variable's name.
+Every variable the server reads is one entry of ``VARIABLES`` (name, the
+settings field it sets, its parser); nothing else in ``src`` reads the
+environment. Every knob has a default that is safe on a fresh host. A bad
+value (not a number, out of range, not a boolean) raises ``ValidationError``
+naming the variable, which ``faas serve`` and ``faas doctor`` print as one line.
+
+Sections: ``Settings.images`` (where guest images are and which ones to
+boot) and ``Settings.microvm`` (the microVM tier: its limits, pools, VMM
+binaries and uids). ``FAAS_VM_MAX_VCPUS`` / ``FAAS_VM_MAX_MEMORY_MIB`` are the
+microVM tier's own caps: unset, they are the server's ``FAAS_MAX_VCPUS`` /
+``FAAS_MAX_MEMORY_MB``; set, they may only be lower (a VM asked for more is
+clamped to them), never higher (the orchestrator refuses such requests).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from faas.errors import ValidationError
+from faas.logs import parse_levels
 
 MiB = 1024 * 1024
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# Below this a guest (kernel + python3 + agent) does not start reliably.
+MIN_VM_MEMORY_MIB = 128
 
 
 def default_cache_dir() -> Path:
@@ -23,6 +38,48 @@ def default_cache_dir() -> Path:
     if (_REPO_ROOT / "pyproject.toml").is_file():
         return _REPO_ROOT / ".cache"
     return Path.home() / ".cache" / "faas"
+
+
+def default_image_cache_dir() -> Path:
+    """Where guest images are built when ``FAAS_IMAGE_CACHE`` is unset."""
+    if (_REPO_ROOT / "pyproject.toml").is_file():
+        return _REPO_ROOT / ".cache" / "images"
+    return Path.home() / ".cache" / "faas" / "images"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSettings:
+    """Guest images: the cache they are built in, and files that replace the built ones."""
+
+    cache_dir: Path = field(default_factory=default_image_cache_dir)
+    debian_mirror: str = DEFAULT_DEBIAN_MIRROR
+    kernel_path: Path | None = None
+    rootfs_path: Path | None = None
+    initrd_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VMSettings:
+    """The microVM tier. ``max_vcpus`` / ``max_memory_mib`` 0: the server's maxima."""
+
+    max_vcpus: int = 0
+    max_memory_mib: int = 0
+    pool_min: int = 1
+    pool_max: int = 4
+    pool_idle_s: float = 60.0
+    pool_memory_mb: int = 1024
+    snapshots: bool = True
+    parallel_starts: int = field(default_factory=lambda: os.cpu_count() or 1)
+    qemu_binary: str = "qemu-system-x86_64"
+    qemu_kaslr: bool = True
+    qemu_runas: bool = True  # debug: 0 keeps every VMM as the server's own uid
+    qemu_sandbox: bool = True  # debug: 0 turns QEMU's seccomp sandbox off
+    fc_binary: Path | None = None
+    fc_jailer_path: Path | None = None
+    fc_jailer: bool = True
+    vmm_uid_base: int = 300_000
+    vmm_uids: int = 1024
+    vmm_uid_lock_dir: Path = Path("/run/faas-vmm-uids")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +117,8 @@ class Settings:
     docker_host: str = "unix:///var/run/docker.sock"
     docker_image: str = "faas-rootfs:latest"
     docker_runtime: str = ""
+    images: ImageSettings = field(default_factory=ImageSettings)
+    microvm: VMSettings = field(default_factory=VMSettings)
 
     @property
     def max_body_bytes(self) -> int:
@@ -74,40 +133,37 @@ class Settings:
     def body_budget_bytes(self) -> int:
         return self.body_memory_bytes or 4 * self.max_payload_bytes
 
+    @property
+    def vm_max_vcpus(self) -> int:
+        return self.microvm.max_vcpus or self.max_vcpus
+
+    @property
+    def vm_max_memory_mib(self) -> int:
+        return self.microvm.max_memory_mib or self.max_memory_mb
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every variable of ``VARIABLES`` (unset or empty: the default)."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            var = _ENV_NAMES.get(f.name, "FAAS_" + f.name.upper())
-            raw = env.get(var)
+        sections: dict[str, dict[str, Any]] = {"": {}, "images": {}, "microvm": {}}
+        for var in VARIABLES:
+            raw = env.get(var.name)
             if raw is None or raw == "":
                 continue
-            default = f.default
-            if default is MISSING and f.default_factory is not MISSING:
-                default = f.default_factory()
             try:
-                if isinstance(default, bool):
-                    values[f.name] = raw.lower() in ("1", "true", "yes", "on")
-                elif isinstance(default, int):
-                    values[f.name] = int(raw)
-                elif isinstance(default, float):
-                    values[f.name] = float(raw)
-                elif isinstance(default, tuple):
-                    values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
-                elif isinstance(default, Path):
-                    values[f.name] = Path(raw)
-                else:
-                    values[f.name] = raw
+                value = var.parse(raw)
             except ValueError as exc:
-                raise ValidationError(f"{var}={raw!r}: {exc}") from exc
-        if "log_level" not in values and env.get("RUST_LOG"):
-            values["log_level"] = env["RUST_LOG"]
-        settings = cls(**values)  # type: ignore[arg-type]
+                raise ValidationError(f"{var.name}={raw[:100]!r}: {exc}") from None
+            section, _, name = var.attr.rpartition(".")
+            sections[section][name] = value
+        settings = dataclasses.replace(
+            cls(), images=ImageSettings(**sections["images"]),
+            microvm=VMSettings(**sections["microvm"]), **sections[""])
         settings.check()
         return settings
 
     def check(self) -> None:
+        """Rules between variables (each one alone was checked when it was read)."""
         if not 0 < self.port < 65536:
             raise ValidationError(f"FAAS_GATEWAY_PORT must be 1-65535, not {self.port}")
         if self.max_concurrency < 1 or self.max_queue < 0:
@@ -124,6 +180,143 @@ class Settings:
             raise ValidationError(
                 f"FAAS_DEFAULT_EXECUTOR={self.default_executor!r} is not in FAAS_EXECUTORS"
             )
+        if self.microvm.max_vcpus > self.max_vcpus:
+            raise ValidationError(f"FAAS_VM_MAX_VCPUS={self.microvm.max_vcpus} exceeds "
+                                  f"FAAS_MAX_VCPUS={self.max_vcpus}")
+        if self.microvm.max_memory_mib > self.max_memory_mb:
+            raise ValidationError(f"FAAS_VM_MAX_MEMORY_MIB={self.microvm.max_memory_mib} "
+                                  f"exceeds FAAS_MAX_MEMORY_MB={self.max_memory_mb}")
 
 
-_ENV_NAMES = {"port": "FAAS_GATEWAY_PORT", "log_level": "FAAS_LOG"}
+# -- parsers: each raises ValueError saying what was expected ------------------------------
+
+
+def _int(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("not an integer") from None
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be {low}-{high}" if high is not None else f"must be >= {low}")
+        return value
+    return parse
+
+
+def _float(low: float, high: float | None = None) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError("not a number") from None
+        if not value >= low or (high is not None and value > high):  # NaN fails too
+            raise ValueError(f"must be {low:g}-{high:g}" if high is not None
+                             else f"must be >= {low:g}")
+        return value
+    return parse
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+
+
+def _bool(raw: str) -> bool:
+    try:
+        return _BOOLEANS[raw.strip().lower()]
+    except KeyError:
+        raise ValueError("not a boolean (1/0, true/false, yes/no, on/off)") from None
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _path(raw: str) -> Path:
+    return Path(raw)
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in raw.split(",") if p.strip())
+    if not names:
+        raise ValueError("no executor named")
+    return names
+
+
+def _log_level(raw: str) -> str:
+    parse_levels(raw)  # ValueError names the bad part
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """One environment variable: the settings field it sets (``section.field`` for a
+    section's), its parser; for the tests a valid non-default ``example`` and, where
+    one exists, a ``bad`` value; ``debug``: for debugging only, weakens isolation."""
+
+    name: str
+    attr: str
+    parse: Callable[[str], Any]
+    example: str
+    bad: str | None = None
+    debug: bool = False
+
+
+_POS = _int(1)
+_NONNEG = _int(0)
+
+VARIABLES: tuple[Var, ...] = (
+    Var("FAAS_HOST", "host", _str, "127.0.0.2"),
+    Var("FAAS_GATEWAY_PORT", "port", _int(1, 65535), "9000", "http"),
+    Var("RUST_LOG", "log_level", _log_level, "debug", "loud"),  # FAAS_LOG wins
+    Var("FAAS_LOG", "log_level", _log_level, "faas_gateway=debug,warn", "loud"),
+    Var("FAAS_DEFAULT_EXECUTOR", "default_executor", _str, "docker", "nope"),
+    Var("FAAS_EXECUTORS", "executors", _names, "sandbox,qemu", ","),
+    Var("FAAS_MAX_CONCURRENCY", "max_concurrency", _POS, "3", "0"),
+    Var("FAAS_MAX_QUEUE", "max_queue", _NONNEG, "7", "-1"),
+    Var("FAAS_DEFAULT_TIMEOUT_S", "default_timeout_s", _float(0.001), "5", "900"),
+    Var("FAAS_MAX_TIMEOUT_S", "max_timeout_s", _float(0.001), "600", "soon"),
+    Var("FAAS_MAX_PAYLOAD_BYTES", "max_payload_bytes", _POS, "1024", "0"),
+    Var("FAAS_OUTPUT_LIMIT_BYTES", "output_limit_bytes", _POS, "4096", "1k"),
+    Var("FAAS_DEFAULT_MEMORY_MB", "default_memory_mb", _POS, "128", "8"),
+    Var("FAAS_MAX_MEMORY_MB", "max_memory_mb", _POS, "4096", "2G"),
+    Var("FAAS_PIDS_LIMIT", "pids_limit", _POS, "64", "0"),
+    Var("FAAS_TMP_SIZE_MB", "tmp_size_mb", _POS, "32", "0"),
+    Var("FAAS_FILE_SIZE_MB", "file_size_mb", _POS, "32", "0"),
+    Var("FAAS_MAX_VCPUS", "max_vcpus", _POS, "4", "0"),
+    Var("FAAS_SHUTDOWN_GRACE_S", "shutdown_grace_s", _float(0), "2.5", "-1"),
+    Var("FAAS_HTTP_READ_TIMEOUT_S", "http_read_timeout_s", _float(0.001, 3600), "2", "7200"),
+    Var("FAAS_MAX_CONNECTIONS", "max_connections", _NONNEG, "500", "-5"),
+    Var("FAAS_BODY_MEMORY_BYTES", "body_memory_bytes", _NONNEG, "100000000", "lots"),
+    Var("FAAS_CGROUP_ROOT", "cgroup_root", _str, "faas-test"),
+    Var("FAAS_SANDBOX_UID_BASE", "sandbox_uid_base", _POS, "400000", "0"),
+    Var("FAAS_CACHE_DIR", "cache_dir", _path, "/var/cache/faas"),
+    Var("FAAS_SANDBOX_ROOTFS", "sandbox_rootfs", _str, "/srv/rootfs"),
+    Var("FAAS_VM_RUN_DIR", "vm_run_dir", _str, "/run/faas-vms"),
+    Var("FAAS_DOCKER_HOST", "docker_host", _str, "unix:///tmp/docker.sock"),
+    Var("FAAS_DOCKER_IMAGE", "docker_image", _str, "python:3.12"),
+    Var("FAAS_DOCKER_RUNTIME", "docker_runtime", _str, "runsc"),
+    Var("FAAS_IMAGE_CACHE", "images.cache_dir", _path, "/var/cache/faas-images"),
+    Var("FAAS_DEBIAN_MIRROR", "images.debian_mirror", _str, "http://mirror.example/debian"),
+    Var("FC_KERNEL_PATH", "images.kernel_path", _path, "/srv/vmlinux"),
+    Var("FC_ROOTFS_PATH", "images.rootfs_path", _path, "/srv/rootfs.ext4"),
+    Var("FAAS_INITRD_PATH", "images.initrd_path", _path, "/srv/initrd.cpio"),
+    Var("FAAS_VM_MAX_VCPUS", "microvm.max_vcpus", _POS, "1", "3"),
+    Var("FAAS_VM_MAX_MEMORY_MIB", "microvm.max_memory_mib", _int(MIN_VM_MEMORY_MIB), "512",
+        "64"),
+    Var("FAAS_POOL_MIN", "microvm.pool_min", _NONNEG, "2", "-1"),
+    Var("FAAS_POOL_MAX", "microvm.pool_max", _NONNEG, "0", "four"),
+    Var("FAAS_POOL_IDLE_S", "microvm.pool_idle_s", _float(0), "5", "-3"),
+    Var("FAAS_POOL_MEMORY_MB", "microvm.pool_memory_mb", _NONNEG, "512", "1.5"),
+    Var("FAAS_VM_SNAPSHOT", "microvm.snapshots", _bool, "0", "2"),
+    Var("FAAS_VM_PARALLEL_STARTS", "microvm.parallel_starts", _POS, "64", "0"),
+    Var("FAAS_QEMU_BINARY", "microvm.qemu_binary", _str, "/opt/qemu/bin/qemu-system-x86_64"),
+    Var("FAAS_QEMU_KASLR", "microvm.qemu_kaslr", _bool, "off", "maybe"),
+    Var("FAAS_QEMU_RUNAS", "microvm.qemu_runas", _bool, "0", "nobody", debug=True),
+    Var("FAAS_QEMU_SANDBOX", "microvm.qemu_sandbox", _bool, "0", "x", debug=True),
+    Var("FC_BINARY_PATH", "microvm.fc_binary", _path, "/opt/fc/firecracker"),
+    Var("FC_JAILER_PATH", "microvm.fc_jailer_path", _path, "/opt/fc/jailer"),
+    Var("FAAS_FC_JAILER", "microvm.fc_jailer", _bool, "no", "jail", debug=True),
+    Var("FAAS_VMM_UID_BASE", "microvm.vmm_uid_base", _POS, "500000", "root"),
+    Var("FAAS_VMM_UIDS", "microvm.vmm_uids", _POS, "16", "0"),
+    Var("FAAS_VMM_UID_LOCK_DIR", "microvm.vmm_uid_lock_dir", _path, "/var/lib/faas-uids"),
+)

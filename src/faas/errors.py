@@ -9,6 +9,7 @@
     +-- RequestTimeout             the client sent its request body too slowly (HTTP 408)
     +-- AdmissionRejected          concurrency, wait queue or body memory full (HTTP 429)
     +-- ShuttingDown               the server stopped accepting work (HTTP 503)
+    |   +-- ExecutorClosed         an executor was asked to run after its aclose()
     +-- InvocationTimeout          the deadline passed; carries the partial result (HTTP 504)
     +-- ExecutorUnavailable        the tier cannot run on this host, with the reason (HTTP 503)
     +-- ImageNotFound              the requested image does not exist locally (HTTP 404)
@@ -72,6 +73,13 @@ class AdmissionRejected(FaasError):
 
 class ShuttingDown(FaasError):
     status = 503
+
+
+class ExecutorClosed(ShuttingDown):
+    """Every executor raises this from ``run()`` once ``aclose()`` was called."""
+
+    def __init__(self, executor: str) -> None:
+        super().__init__(f"the {executor} executor is closed")
 
 
 class InvocationTimeout(FaasError):

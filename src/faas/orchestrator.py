@@ -31,7 +31,7 @@ from faas.errors import (
     UnknownExecutor,
     ValidationError,
 )
-from faas.executors.base import Executor
+from faas.executors.base import Executor, PoolStats
 from faas.logs import clip
 from faas.metrics import UNKNOWN, Metrics
 from faas.models import ExecutionSpec, InvocationResult, InvokeRequest, Limits
@@ -209,12 +209,11 @@ class Orchestrator:
                 "duration_ms": round(elapsed * 1000, 2)}})
 
     def refresh_pool_gauges(self) -> None:
-        """Copy pool sizes from executors that keep pools (``pool_stats()``) into metrics."""
+        """Copy pool sizes from executors that keep pools (``PoolStats``) into metrics."""
         for executor in self.executors.values():
-            stats = getattr(executor, "pool_stats", None)
-            if stats is None:
+            if not isinstance(executor, PoolStats):
                 continue
-            for pool_name, ready, starting in stats():
+            for pool_name, ready, starting in executor.pool_stats():
                 self.metrics.pool_ready.labels(executor.name, pool_name).set(ready)
                 self.metrics.pool_starting.labels(executor.name, pool_name).set(starting)
 

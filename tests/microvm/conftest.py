@@ -7,6 +7,7 @@ mentions it on its command line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -20,8 +21,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from microvm_support import assert_no_vm_leaks
 
+from faas.config import ImageSettings, Settings
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
-from faas.images.build import GuestImages, Manifest, build_images, guest_images
+from faas.images.build import build_images
+from faas.images.manifest import GuestImages, Manifest
 
 try:
     from helpers import record_tier
@@ -31,7 +34,18 @@ except ImportError:  # run on its own
 
 
 @pytest.fixture(scope="session")
-def image_manifest() -> Manifest:
+def server_settings() -> Settings:
+    """What a server started with this environment reads (``FAAS_IMAGE_CACHE``...)."""
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def image_settings(server_settings: Settings) -> ImageSettings:
+    return server_settings.images
+
+
+@pytest.fixture(scope="session")
+def image_manifest(image_settings: ImageSettings) -> Manifest:
     """Build (first run: about 40 s) or find (later runs: instant) the guest images."""
     tools = ("qemu-system-x86_64", "mmdebstrap", "lz4", "mkfs.ext4", "dpkg-deb", "apt-get")
     missing = [tool for tool in tools if shutil.which(tool) is None]
@@ -40,15 +54,21 @@ def image_manifest() -> Manifest:
         record_tier("microvm (QEMU)", f"SKIPPED: {reason}")
         pytest.skip(reason)
     started = time.monotonic()
-    manifest = build_images()
+    manifest = build_images(image_settings.cache_dir, mirror=image_settings.debian_mirror)
     print(f"\nguest images ready in {time.monotonic() - started:.1f}s: {manifest.directory}")
     record_tier("microvm (QEMU)", "ran")
     return manifest
 
 
 @pytest.fixture(scope="session")
-def images(image_manifest: Manifest) -> GuestImages:
-    return guest_images()
+def vm_settings(server_settings: Settings) -> MicroVMSettings:
+    """The microVM settings a server started with this environment would use."""
+    return MicroVMSettings.from_settings(server_settings)
+
+
+@pytest.fixture(scope="session")
+def images(image_manifest: Manifest, vm_settings: MicroVMSettings) -> GuestImages:
+    return vm_settings.guest_images()
 
 
 @pytest.fixture(scope="session")
@@ -61,9 +81,10 @@ def run_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def settings(run_dir: Path) -> MicroVMSettings:
+def settings(vm_settings: MicroVMSettings, run_dir: Path) -> MicroVMSettings:
     """Cold boots only (no pool, no snapshot): what most tests exercise."""
-    return MicroVMSettings(run_dir=run_dir, boot_timeout_s=60.0, pool_max=0, snapshots=False)
+    return dataclasses.replace(vm_settings, run_dir=run_dir, boot_timeout_s=60.0, pool_max=0,
+                               snapshots=False)
 
 
 @pytest.fixture

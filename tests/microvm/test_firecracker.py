@@ -23,7 +23,7 @@ from faas.executors.microvm.firecracker import (
     FirecrackerDriver,
     firecracker_config,
 )
-from faas.images.build import GuestImages
+from faas.images.manifest import GuestImages
 
 # The unit tests need nothing; the two that boot (or refuse to) carry the marker.
 

@@ -1,4 +1,5 @@
-"""The guest image builder: cached, verifiable, and honouring FC_KERNEL_PATH / FC_ROOTFS_PATH."""
+"""The guest image builder: cached, verifiable; the runtime's lookup honours FC_KERNEL_PATH /
+FC_ROOTFS_PATH; no executor imports the builder."""
 
 from __future__ import annotations
 
@@ -9,18 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from faas.config import ImageSettings, Settings
+from faas.executors.microvm import MicroVMSettings
 from faas.images import rootfs
-from faas.images.build import Manifest, build_images, guest_images
+from faas.images.build import build_images
 from faas.images.common import ImageBuildError, sha256_file
 from faas.images.initramfs import _Cpio
+from faas.images.manifest import GuestImages, Manifest
 from faas.images.rootfs import ensure_rootfs_tar
 
 pytestmark = pytest.mark.microvm
 
 
-def test_second_build_is_cached_and_fast(image_manifest: Manifest) -> None:
+def test_second_build_is_cached_and_fast(image_manifest: Manifest,
+                                         image_settings: ImageSettings) -> None:
     started = time.monotonic()
-    again = build_images()
+    again = build_images(image_settings.cache_dir, mirror=image_settings.debian_mirror)
     assert time.monotonic() - started < 3.0
     assert again.key == image_manifest.key and again.files == image_manifest.files
 
@@ -42,9 +47,11 @@ def test_manifest_records_versions_sizes_and_hashes(image_manifest: Manifest) ->
         assert struct.unpack("<H", fh.read(2))[0] == 0xEF53  # ext4 superblock magic
 
 
-def test_rootfs_tar_holds_the_agent_and_init(image_manifest: Manifest) -> None:
-    tar_path = ensure_rootfs_tar()
-    assert str(tar_path) == image_manifest.files["rootfs_tar"].path
+def test_rootfs_tar_holds_the_agent_and_init(image_manifest: Manifest,
+                                             image_settings: ImageSettings) -> None:
+    tar_path = ensure_rootfs_tar(image_settings.cache_dir, mirror=image_settings.debian_mirror)
+    # resolved: the cache may be reached through a symlink (a git worktree's .cache)
+    assert tar_path.resolve() == Path(image_manifest.files["rootfs_tar"].path).resolve()
     with tarfile.open(tar_path) as tar:
         names = set(tar.getnames())
         init = tar.getmember("./sbin/faas-init")
@@ -81,21 +88,23 @@ def test_cpio_writer_makes_newc_records() -> None:
 
 
 def test_fc_paths_override_the_built_images(image_manifest: Manifest, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                            image_settings: ImageSettings) -> None:
     kernel, disk = tmp_path / "vmlinux", tmp_path / "rootfs.ext4"
     kernel.write_bytes(b"k")
     disk.write_bytes(b"r")
-    monkeypatch.setenv("FC_KERNEL_PATH", str(kernel))
-    monkeypatch.setenv("FC_ROOTFS_PATH", str(disk))
-    found = guest_images(build=False)
-    assert (found.kernel, found.rootfs, found.initrd) == (kernel, disk, None)
-    monkeypatch.delenv("FC_KERNEL_PATH")
-    found = guest_images(build=False)
-    assert found.rootfs == disk and found.kernel == image_manifest.path_of("kernel")
-    assert found.initrd == image_manifest.path_of("initrd")
-    monkeypatch.setenv("FC_ROOTFS_PATH", str(tmp_path / "missing.ext4"))
+
+    def found(**env: str) -> GuestImages:
+        settings = Settings.from_env({"FAAS_IMAGE_CACHE": str(image_settings.cache_dir), **env})
+        return MicroVMSettings.from_settings(settings).guest_images()
+
+    found_both = found(FC_KERNEL_PATH=str(kernel), FC_ROOTFS_PATH=str(disk))
+    assert (found_both.kernel, found_both.rootfs, found_both.initrd) == (kernel, disk, None)
+    found_rootfs = found(FC_ROOTFS_PATH=str(disk))
+    assert found_rootfs.rootfs == disk
+    assert found_rootfs.kernel == image_manifest.path_of("kernel")
+    assert found_rootfs.initrd == image_manifest.path_of("initrd")
     with pytest.raises(ImageBuildError, match="does not exist"):
-        guest_images(build=False)
+        found(FC_ROOTFS_PATH=str(tmp_path / "missing.ext4"))
 
 
 def test_microvm_public_names_are_pinned() -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from microvm_support import assert_no_vm_leaks, make_spec, vmm_processes
 
-from faas.errors import SandboxError
+from faas.errors import ExecutorClosed, SandboxError
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
 from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.qemu import QemuDriver, qemu_binary
 from faas.executors.microvm.vm import MicroVM, VMState
-from faas.images.build import GuestImages
+from faas.images.manifest import GuestImages
 from faas.protocol import Kind, read_frame
 
 pytestmark = pytest.mark.microvm
@@ -178,13 +178,14 @@ async def test_largest_payload_reaches_the_guest_intact(qemu: QemuExecutor) -> N
 _ORPHAN_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
-from faas.executors.microvm.config import VMConfig
+from faas.config import Settings
+from faas.executors.microvm.config import MicroVMSettings, VMConfig
 from faas.executors.microvm.qemu import QemuDriver, qemu_binary
 from faas.executors.microvm.vm import MicroVM
-from faas.images.build import guest_images
 
 async def main():
-    vm = MicroVM(QemuDriver(qemu_binary(), "tcg"), VMConfig(images=guest_images(build=False)),
+    images = MicroVMSettings.from_settings(Settings.from_env()).guest_images()
+    vm = MicroVM(QemuDriver(qemu_binary(), "tcg"), VMConfig(images=images),
                  run_dir=Path(sys.argv[1]))
     await vm.spawn()
     await vm.wait_ready()
@@ -244,7 +245,7 @@ async def test_commands_that_never_read_stdin_give_ordinary_results(
 
 
 def test_leftovers_of_dead_servers_are_swept_at_start_and_a_live_ones_kept(
-        tmp_path: Path) -> None:
+        tmp_path: Path, settings: MicroVMSettings) -> None:
     """A work folder of a dead server ("1x1"), with a process standing in for its
     VMM still running, is removed and the process killed when an executor starts;
     the same of this live server stays untouched."""
@@ -267,7 +268,7 @@ def test_leftovers_of_dead_servers_are_swept_at_start_and_a_live_ones_kept(
         (folder / "vmm.pid").write_text(f"{proc.pid} {stat[19]}\n")
         procs[owner] = (folder, proc)
     try:
-        QemuExecutor(MicroVMSettings(run_dir=run, pool_max=0, snapshots=False))
+        QemuExecutor(dataclasses.replace(settings, run_dir=run))
         dead_folder, dead_proc = procs["1x1"]
         live_folder, live_proc = procs[instance_id()]
         assert dead_proc.wait(timeout=5) == -9
@@ -291,3 +292,11 @@ async def test_only_faas_errors_leave_run_and_they_name_no_host_path(
         assert str(tmp_path) not in str(caught.value)
     finally:
         await executor.aclose()
+
+
+async def test_a_closed_executor_refuses_work(settings: MicroVMSettings,
+                                             images: GuestImages) -> None:
+    executor = QemuExecutor(settings, images)
+    await executor.aclose()
+    with pytest.raises(ExecutorClosed, match="the qemu executor is closed"):
+        await executor.run(make_spec(["true"]))

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from microvm_support import assert_no_vm_leaks
 
-from faas.images.build import Manifest
+from faas.images.manifest import Manifest
 from helpers import running_server
 
 pytestmark = pytest.mark.microvm

@@ -18,7 +18,7 @@ import pytest
 from microvm_support import assert_no_vm_leaks, make_spec, vmm_pids
 
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
-from faas.images.build import GuestImages
+from faas.images.manifest import GuestImages
 
 pytestmark = pytest.mark.microvm
 
@@ -116,10 +116,10 @@ async def test_pools_drain_on_close_even_while_filling(
 
 
 async def test_constructing_and_asking_availability_starts_no_vm(
-    images: GuestImages, run_dir: Path
+    images: GuestImages, run_dir: Path, vm_settings: MicroVMSettings
 ) -> None:
     """What ``faas doctor`` does: no pool, no snapshot, no VM."""
-    executor = QemuExecutor(MicroVMSettings(run_dir=run_dir), images)  # env defaults: pooled
+    executor = QemuExecutor(dataclasses.replace(vm_settings, run_dir=run_dir), images)  # pooled
     verdict = await executor.availability()
     assert verdict.usable, verdict.reason
     await asyncio.sleep(0.5)

@@ -19,7 +19,7 @@ from faas.executors.microvm import QemuExecutor
 from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.qemu import QemuDriver, qemu_binary
 from faas.executors.microvm.vm import MicroVM
-from faas.images.build import GuestImages
+from faas.images.manifest import GuestImages
 from faas.models import Limits
 
 pytestmark = pytest.mark.microvm

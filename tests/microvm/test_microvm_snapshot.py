@@ -17,7 +17,7 @@ from faas.executors.microvm import MicroVMSettings, QemuExecutor
 from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.qemu import QemuDriver
 from faas.executors.microvm.snapshot import KEEP_SNAPSHOTS, SnapshotStore, snapshot_key
-from faas.images.build import GuestImages
+from faas.images.manifest import GuestImages
 from faas.instance import instance_id
 
 pytestmark = pytest.mark.microvm

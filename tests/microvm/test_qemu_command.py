@@ -8,7 +8,7 @@ from pathlib import Path
 from faas.executors.microvm.channel import UnixListenChannel, VsockChannel
 from faas.executors.microvm.config import MicroVMSettings, VMConfig
 from faas.executors.microvm.qemu import QemuDriver, host_tsc_khz
-from faas.images.build import GuestImages
+from faas.images.manifest import GuestImages
 from faas.models import Limits
 
 IMAGES = GuestImages(Path("/img/vmlinux"), Path("/img/root,fs.ext4"), Path("/img/initrd"))
@@ -93,3 +93,22 @@ def test_vmm_uids_are_never_shared_between_servers_of_one_host(tmp_path: Path) -
     for uid in (a, b, c):
         second.release(uid)
     assert sorted(first.lease() for _ in range(3)) == [300_000, 300_001, 300_002]
+
+
+def test_debug_switches_reach_the_command_line_from_the_environment(tmp_path: Path) -> None:
+    """FAAS_QEMU_SANDBOX / FAAS_QEMU_RUNAS / FAAS_QEMU_KASLR arrive through the settings."""
+    from faas.config import Settings
+    from faas.executors.microvm.qemu import driver_for
+
+    images = GuestImages(IMAGES.kernel, IMAGES.rootfs, IMAGES.initrd, Path("/img/bzImage"))
+    config = VMConfig(images=images)
+
+    def argv(**env: str) -> list[str]:
+        settings = MicroVMSettings.from_settings(Settings.from_env(env))
+        return driver_for(settings, "qemu", "tcg").command(config, tmp_path, 300005)
+
+    default = argv()
+    assert _opt(default, "-sandbox") and _opt(default, "-kernel") == ["/img/bzImage"]
+    debug = argv(FAAS_QEMU_SANDBOX="0", FAAS_QEMU_RUNAS="off", FAAS_QEMU_KASLR="no")
+    assert "-sandbox" not in debug and "-runas" not in debug
+    assert _opt(debug, "-kernel") == ["/img/vmlinux"]

@@ -17,8 +17,10 @@ An executor runs one ``ExecutionSpec`` in a fresh sandbox and returns an
 * make ``aclose()`` idempotent: it destroys whatever is still running.
 
 Optional: an executor that pre-starts sandboxes sets ``start_kind`` and
-``start_ms`` on its results and offers ``pool_stats() -> [(pool, ready,
-starting)]`` for ``/metrics``.
+``start_ms`` on its results and implements ``PoolStats`` (``pool_stats() ->
+[(pool, ready, starting)]``) for ``/metrics``.
+
+After ``aclose()``, ``run`` raises ``ExecutorClosed`` (every executor).
 """
 
 from __future__ import annotations
@@ -44,3 +46,12 @@ class Executor(Protocol):
     async def run(self, spec: ExecutionSpec) -> InvocationResult: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class PoolStats(Protocol):
+    """Optional: an executor that keeps pools of pre-started sandboxes reports them."""
+
+    def pool_stats(self) -> list[tuple[str, int, int]]:
+        """(pool name, ready, starting) of each pool."""
+        ...

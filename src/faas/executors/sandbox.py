@@ -45,7 +45,7 @@ import shutil
 from pathlib import Path
 
 from faas.config import default_cache_dir
-from faas.errors import ExecutorUnavailable, SandboxError
+from faas.errors import ExecutorClosed, ExecutorUnavailable, SandboxError
 from faas.executors import seccomp
 from faas.executors.base import Availability
 from faas.executors.cgroups import Cgroup, Cgroups
@@ -146,7 +146,7 @@ class SandboxExecutor:
 
     async def run(self, spec: ExecutionSpec) -> InvocationResult:
         if self._closed:
-            raise SandboxError("executor is closed")
+            raise ExecutorClosed(self.name)
         limits = spec.limits
         group: Cgroup | None = None
         fds: list[int] = []

@@ -3,9 +3,9 @@
 ``build_images(cache_dir, force=False)`` is what ``faas image build`` runs; it
 returns the ``Manifest`` of ``<cache>/build-<key>/`` where ``key`` hashes
 every input (rootfs inputs, kernel package, initramfs script), so a second
-call is a few file stats. ``guest_images()`` is what the executors call: the
-same, but ``FC_KERNEL_PATH`` / ``FC_ROOTFS_PATH`` (and ``FAAS_INITRD_PATH``)
-override the built files when set.
+call is a few file stats. The runtime never imports this module: executors
+find the built set with ``faas.images.manifest`` (the manifest format lives
+there); ``guest_images()`` here builds it first, for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -14,21 +14,16 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from faas.images.common import (
-    ImageBuildError,
-    build_lock,
-    default_cache_dir,
-    inputs_hash,
-    sha256_file,
-)
+from faas.config import DEFAULT_DEBIAN_MIRROR, default_image_cache_dir
+from faas.images.common import build_lock, inputs_hash, sha256_file
 from faas.images.disk import build_root_ext4
 from faas.images.initramfs import build_initramfs, render_init
 from faas.images.kernel import ensure_kernel
-from faas.images.rootfs import MIRROR, PACKAGES, SUITE, ensure_rootfs_tar, rootfs_key
+from faas.images.manifest import Artifact, GuestImages, Manifest, load_manifest
+from faas.images.manifest import guest_images as lookup_guest_images
+from faas.images.rootfs import PACKAGES, SUITE, ensure_rootfs_tar, rootfs_key
 
 IMAGE_SET_VERSION = "2"
 # Older image sets kept besides the current one: a running server may still
@@ -36,71 +31,26 @@ IMAGE_SET_VERSION = "2"
 KEEP_OLD_SETS = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Artifact:
-    path: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """What ``faas image build`` produced: versions, sizes and sha256 of every file."""
-
-    key: str
-    directory: str
-    built_at: str
-    kernel_release: str
-    kernel_package_version: str
-    busybox_version: str
-    suite: str
-    mirror: str
-    packages: list[str]
-    rootfs_key: str
-    files: dict[str, Artifact] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Manifest:
-        files = {name: Artifact(**art) for name, art in data.pop("files").items()}
-        return cls(**data, files=files)
-
-    def path_of(self, name: str) -> Path:
-        return Path(self.files[name].path)
-
-
-@dataclass(frozen=True, slots=True)
-class GuestImages:
-    """The files a VMM boots: kernel (ELF vmlinux), optional initramfs, root ext4;
-    and the same kernel as a bzImage where we have it (QEMU boots that one: only
-    the bzImage's decompressor randomizes the kernel's address, KASLR)."""
-
-    kernel: Path
-    rootfs: Path
-    initrd: Path | None
-    bzimage: Path | None = None
-
-
-def build_images(cache_dir: Path | str | None = None, force: bool = False) -> Manifest:
+def build_images(cache_dir: Path | str | None = None, force: bool = False, *,
+                 mirror: str = DEFAULT_DEBIAN_MIRROR) -> Manifest:
     """Return the manifest of the current image set, building what is missing or stale.
 
-    ``force`` rebuilds everything, fetching the current kernel package again.
+    ``force`` rebuilds everything, fetching the current kernel package again;
+    ``mirror``: the Debian mirror the root filesystem comes from.
     Raises ``ImageBuildError``.
     """
-    cache = Path(cache_dir).resolve() if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir).resolve() if cache_dir is not None else default_image_cache_dir()
     kernel = ensure_kernel(cache, force=force)
-    rkey = rootfs_key()
+    rkey = rootfs_key(mirror)
     key = inputs_hash([IMAGE_SET_VERSION, rkey, kernel.release, kernel.package_version,
                        kernel.busybox_version, render_init(kernel)])
     out = cache / f"build-{key}"
     manifest_path = out / "manifest.json"
-    if not force and (found := _load_manifest(manifest_path)) is not None:
+    if not force and (found := load_manifest(manifest_path)) is not None:
         return found
-    rootfs_tar = ensure_rootfs_tar(cache, force=force)
+    rootfs_tar = ensure_rootfs_tar(cache, force=force, mirror=mirror)
     with build_lock(cache):
-        if not force and (found := _load_manifest(manifest_path)) is not None:
+        if not force and (found := load_manifest(manifest_path)) is not None:
             return found
         out.mkdir(parents=True, exist_ok=True)
         build_initramfs(kernel, out / "initramfs.cpio")
@@ -116,7 +66,7 @@ def build_images(cache_dir: Path | str | None = None, force: bool = False) -> Ma
             key=key, directory=str(out),
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             kernel_release=kernel.release, kernel_package_version=kernel.package_version,
-            busybox_version=kernel.busybox_version, suite=SUITE, mirror=MIRROR,
+            busybox_version=kernel.busybox_version, suite=SUITE, mirror=mirror,
             packages=list(PACKAGES), rootfs_key=rkey, files=files,
         )
         tmp = manifest_path.with_suffix(".partial")
@@ -150,61 +100,12 @@ def _artifact(path: Path) -> Artifact:
     return Artifact(str(path), path.stat().st_size, sha256_file(path))
 
 
-def _load_manifest(path: Path) -> Manifest | None:
-    try:
-        manifest = Manifest.from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if all(Path(a.path).is_file() for a in manifest.files.values()):
-        return manifest
-    return None
-
-
-def guest_images(cache_dir: Path | str | None = None, *, build: bool = True) -> GuestImages:
-    """The kernel/initrd/rootfs to boot, honouring ``FC_KERNEL_PATH`` and ``FC_ROOTFS_PATH``.
-
-    Our initramfs goes with our kernel only: with ``FC_KERNEL_PATH`` set the
-    kernel is expected to have the virtio drivers built in, unless
-    ``FAAS_INITRD_PATH`` names an initramfs. With ``build=False`` a missing
-    image raises ``ImageBuildError`` instead of being built.
-    """
-    kernel_env = os.environ.get("FC_KERNEL_PATH")
-    rootfs_env = os.environ.get("FC_ROOTFS_PATH")
-    initrd_env = os.environ.get("FAAS_INITRD_PATH")
-    manifest: Manifest | None = None
-    if kernel_env is None or rootfs_env is None:
-        if build:
-            manifest = build_images(cache_dir)
-        else:
-            manifest = find_manifest(cache_dir)
-            if manifest is None:
-                raise ImageBuildError("no guest image built yet: run `faas image build`")
-    kernel = Path(kernel_env) if kernel_env else _need(manifest).path_of("kernel")
-    bzimage: Path | None = None
-    if not kernel_env and "bzimage" in _need(manifest).files:
-        bzimage = _need(manifest).path_of("bzimage")
-    rootfs = Path(rootfs_env) if rootfs_env else _need(manifest).path_of("rootfs")
-    if initrd_env:
-        initrd: Path | None = Path(initrd_env)
-    elif kernel_env:
-        initrd = None
-    else:
-        initrd = _need(manifest).path_of("initrd")
-    for what, path in (("kernel", kernel), ("rootfs", rootfs), ("initrd", initrd),
-                       ("bzImage", bzimage)):
-        if path is not None and not path.is_file():
-            raise ImageBuildError(f"guest {what} {path} does not exist")
-    return GuestImages(kernel=kernel, rootfs=rootfs, initrd=initrd, bzimage=bzimage)
-
-
-def _need(manifest: Manifest | None) -> Manifest:
-    if manifest is None:
-        raise ImageBuildError("no guest image manifest")
-    return manifest
-
-
-def find_manifest(cache_dir: Path | str | None = None) -> Manifest | None:
-    """The newest complete image set in the cache, without building anything."""
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    found = [m for p in cache.glob("build-*/manifest.json") if (m := _load_manifest(p))]
-    return max(found, key=lambda m: m.built_at) if found else None
+def guest_images(cache_dir: Path | str | None = None, *, build: bool = True,
+                 kernel: Path | None = None, rootfs: Path | None = None,
+                 initrd: Path | None = None) -> GuestImages:
+    """``manifest.guest_images``, building the image set first when it is needed (tests,
+    benchmarks); with ``build=False`` a missing image raises ``ImageBuildError``."""
+    cache = Path(cache_dir) if cache_dir is not None else default_image_cache_dir()
+    if build and (kernel is None or rootfs is None):
+        build_images(cache)
+    return lookup_guest_images(cache, kernel=kernel, rootfs=rootfs, initrd=initrd)

@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from faas.config import Settings
+from faas.errors import ValidationError
 from faas.images.build import build_images
-from faas.images.common import ImageBuildError, default_cache_dir
+from faas.images.common import ImageBuildError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,14 +23,20 @@ def main(argv: list[str] | None = None) -> int:
         return docker_import(args_in[1:])
     if args_in[:1] == ["build"]:
         args_in = args_in[1:]
+    try:
+        images = Settings.from_env().images
+    except ValidationError as exc:
+        print(f"faas image build: {exc}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="faas image build", description=__doc__)
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help=f"where images are cached (default {default_cache_dir()})")
+                        help=f"where images are cached (FAAS_IMAGE_CACHE, now {images.cache_dir})")
     parser.add_argument("--force", action="store_true",
                         help="rebuild everything and fetch the current kernel package")
     args = parser.parse_args(args_in)
     try:
-        manifest = build_images(args.cache_dir, force=args.force)
+        manifest = build_images(args.cache_dir or images.cache_dir, force=args.force,
+                                mirror=images.debian_mirror)
     except ImageBuildError as exc:
         print(f"faas image build: {exc}", file=sys.stderr)
         return 1

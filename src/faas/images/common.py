@@ -1,4 +1,4 @@
-"""Shared plumbing for the image builders: cache folder, input hashing, build locks.
+"""Shared plumbing for the image builders (and the VMM binary fetch): hashing, build locks.
 
 Every artefact is cached under a name that carries a hash of its inputs, so a
 changed input gives a new name and an unchanged one is never rebuilt. Builds
@@ -20,8 +20,6 @@ from pathlib import Path
 
 from faas.errors import FaasError
 
-# The source tree this module lives in: src/faas/images/common.py -> repo root.
-_REPO_ROOT = Path(__file__).resolve().parents[3]
 FAAS_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -31,14 +29,9 @@ class ImageBuildError(FaasError):
     status = 500
 
 
-def default_cache_dir() -> Path:
-    """``$FAAS_IMAGE_CACHE``, else the repo's ignored ``.cache/images``, else ``~/.cache``."""
-    env = os.environ.get("FAAS_IMAGE_CACHE")
-    if env:
-        return Path(env)
-    if (_REPO_ROOT / "pyproject.toml").is_file():
-        return _REPO_ROOT / ".cache" / "images"
-    return Path.home() / ".cache" / "faas" / "images"
+def remove_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def inputs_hash(parts: Iterable[bytes | str]) -> str:
@@ -83,8 +76,3 @@ def run_tool(argv: Sequence[str | Path], *, what: str, cwd: Path | None = None) 
         tail = proc.stderr.decode("utf-8", "replace")[-2000:]
         raise ImageBuildError(f"{what} failed (exit {proc.returncode}): {tail}")
     return proc.stdout.decode("utf-8", "replace")
-
-
-def remove_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()

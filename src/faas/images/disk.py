@@ -1,19 +1,18 @@
-"""ext4 images: the shared read-only root disk, and the small per-VM scratch disk.
+"""The shared read-only root disk, an ext4 image.
 
-The root image is made with ``mkfs.ext4 -d`` from the rootfs tarball
-unpacked into a temporary tree (e2fsprogs 1.47.0 in bookworm cannot read a
-tarball directly), without a journal since the guest mounts it read-only.
-A scratch disk is an empty sparse ext4 file, made per VM in a few ms.
+It is made with ``mkfs.ext4 -d`` from the rootfs tarball unpacked into a
+temporary tree (e2fsprogs 1.47.0 in bookworm cannot read a tarball
+directly), without a journal since the guest mounts it read-only. (The
+per-VM scratch disk is the runtime's: ``faas.executors.microvm.scratch``.)
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
-from faas.images.common import ImageBuildError, remove_quietly, run_tool
+from faas.images.common import remove_quietly, run_tool
 
 _MIB = 1024 * 1024
 # Free space left on the (read-only) root image beyond its contents.
@@ -48,17 +47,3 @@ def build_root_ext4(rootfs_tar: Path, out: Path) -> None:
             partial.replace(out)
         finally:
             remove_quietly(partial)
-
-
-def make_scratch_disk(path: Path, size_bytes: int) -> None:
-    """Create an empty ext4 filesystem of ``size_bytes`` in the sparse file ``path``.
-
-    Raises ``SandboxError``-compatible ``ImageBuildError`` when mkfs fails.
-    """
-    size = max(size_bytes, 8 * _MIB) // _MIB * _MIB
-    with path.open("wb") as fh:
-        fh.truncate(size)
-    if shutil.which("mkfs.ext4") is None:
-        raise ImageBuildError("mkfs.ext4 is not installed (apt-get install e2fsprogs)")
-    run_tool(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0",
-              "-E", "lazy_itable_init=1,nodiscard", path], what="mkfs.ext4 (scratch disk)")

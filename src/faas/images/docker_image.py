@@ -121,9 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         tar_path = args.tar
         if tar_path is None:
+            from faas.config import Settings
             from faas.images.rootfs import ensure_rootfs_tar
 
-            tar_path = ensure_rootfs_tar(args.cache_dir)
+            images = Settings.from_env().images
+            tar_path = ensure_rootfs_tar(args.cache_dir or images.cache_dir,
+                                         mirror=images.debian_mirror)
         image_id = ensure_docker_image(tar_path, args.tag, base_url=args.base_url)
     except FaasError as exc:
         print(f"docker-import: {exc}", file=sys.stderr)

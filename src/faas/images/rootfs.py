@@ -30,11 +30,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from faas.config import DEFAULT_DEBIAN_MIRROR, default_image_cache_dir
 from faas.images.common import (
     FAAS_PACKAGE_DIR,
     ImageBuildError,
     build_lock,
-    default_cache_dir,
     inputs_hash,
     remove_quietly,
     run_tool,
@@ -43,7 +43,6 @@ from faas.images.guest_init import INIT_SCRIPT
 
 BUILDER_VERSION = "2"
 SUITE = "bookworm"
-MIRROR = os.environ.get("FAAS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ("python3", "coreutils", "dash", "mount", "util-linux")
 # Docs, man pages and translations are dead weight in a sandbox.
 DPKG_OPTIONS = (
@@ -101,8 +100,8 @@ def _check_imports(name: str, source: bytes) -> None:
                                       "ships faas.agent, faas.proc, faas.protocol, faas.errors")
 
 
-def rootfs_key() -> str:
-    parts: list[bytes | str] = [BUILDER_VERSION, SUITE, MIRROR, *PACKAGES, *DPKG_OPTIONS,
+def rootfs_key(mirror: str = DEFAULT_DEBIAN_MIRROR) -> str:
+    parts: list[bytes | str] = [BUILDER_VERSION, SUITE, mirror, *PACKAGES, *DPKG_OPTIONS,
                                 INIT_SCRIPT, STRIP_SETID_HOOK]
     for name, data in agent_sources():
         parts += [name, data]
@@ -130,23 +129,25 @@ def _stage(staging: Path) -> None:
             Path(dirpath, d).chmod(0o755)
 
 
-def ensure_rootfs_tar(cache_dir: Path | str | None = None, *, force: bool = False) -> Path:
-    """Return the cached rootfs tarball, building it first if inputs changed (or ``force``).
+def ensure_rootfs_tar(cache_dir: Path | str | None = None, *, force: bool = False,
+                      mirror: str = DEFAULT_DEBIAN_MIRROR) -> Path:
+    """Return the cached rootfs tarball, building it first if inputs changed (or ``force``);
+    ``mirror``: the Debian mirror (``FAAS_DEBIAN_MIRROR``).
 
     Raises ``ImageBuildError`` when mmdebstrap fails (no network, no mirror).
     """
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / f"rootfs-{rootfs_key()}.tar"
+    cache = Path(cache_dir) if cache_dir is not None else default_image_cache_dir()
+    target = cache / f"rootfs-{rootfs_key(mirror)}.tar"
     if target.is_file() and not force:
         return target
     with build_lock(cache):
         if target.is_file() and not force:
             return target
-        _build(target)
+        _build(target, mirror)
     return target
 
 
-def _build(target: Path) -> None:
+def _build(target: Path, mirror: str) -> None:
     if shutil.which("mmdebstrap") is None:
         raise ImageBuildError("mmdebstrap is not installed (apt-get install mmdebstrap)")
     partial = target.with_name(target.name + ".partial")
@@ -161,7 +162,7 @@ def _build(target: Path) -> None:
             *(f"--dpkgopt={opt}" for opt in DPKG_OPTIONS),
             f"--customize-hook=sync-in {staging} /",
             f"--customize-hook={STRIP_SETID_HOOK}",
-            SUITE, partial, MIRROR,
+            SUITE, partial, mirror,
         ]
         try:
             run_tool(argv, what="mmdebstrap")

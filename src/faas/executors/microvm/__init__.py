@@ -4,22 +4,32 @@ Public names: ``QemuExecutor`` ("qemu"), ``FirecrackerExecutor``
 ("firecracker"), ``MicroVMExecutor`` ("microvm": Firecracker where its canary
 boot passes, else QEMU), ``MicroVMSettings``, and the per-driver
 ``qemu_availability`` / ``firecracker_availability`` / ``microvm_availability``
-coroutines ``faas doctor`` prints.
+coroutines (settings: the server's, from the environment, when not given).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from faas.config import Settings
 from faas.executors.base import Availability
 from faas.executors.microvm.config import MicroVMSettings
+from faas.executors.microvm.drivers import BEST, FIRECRACKER, QEMU
 from faas.executors.microvm.executor import FirecrackerExecutor, MicroVMExecutor, QemuExecutor
-from faas.executors.microvm.firecracker import availability as firecracker_availability
-from faas.executors.microvm.qemu import availability as qemu_availability
 
 
-async def microvm_availability(cache_dir: Path | None = None) -> Availability:
-    return await MicroVMExecutor(MicroVMSettings(cache_dir=cache_dir)).availability()
+def _settings(settings: MicroVMSettings | None) -> MicroVMSettings:
+    return settings if settings is not None else MicroVMSettings.from_settings(Settings.from_env())
+
+
+async def qemu_availability(settings: MicroVMSettings | None = None) -> Availability:
+    return await QEMU.probe(_settings(settings))
+
+
+async def firecracker_availability(settings: MicroVMSettings | None = None) -> Availability:
+    return await FIRECRACKER.probe(_settings(settings))
+
+
+async def microvm_availability(settings: MicroVMSettings | None = None) -> Availability:
+    return await BEST.probe(_settings(settings))
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from faas.errors import FaasError
 from faas.executors.microvm.config import VMConfig
+from faas.executors.microvm.uids import HostUidPool
 from faas.executors.microvm.vm import Driver, MicroVM, one_line
 from faas.images.common import inputs_hash
 
@@ -91,12 +92,13 @@ def _write(path: Path | None, result: CanaryResult) -> None:
 
 
 async def boot_probe(driver: Driver, config: VMConfig, *, timeout_s: float,
-                     run_dir: Path | None = None) -> tuple[bool, str, float]:
+                     run_dir: Path | None = None, uids: HostUidPool | None = None,
+                     runas: bool = True) -> tuple[bool, str, float]:
     """Boot ``config`` with ``driver`` to the agent's HELLO, then destroy it.
 
     Returns (booted, reason, ms to HELLO); never raises for a failed boot.
     """
-    vm = MicroVM(driver, config, run_dir=run_dir)
+    vm = MicroVM(driver, config, run_dir=run_dir, uids=uids, runas=runas)
     try:
         async with asyncio.timeout(timeout_s):
             await vm.spawn()

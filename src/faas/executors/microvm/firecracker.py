@@ -35,10 +35,11 @@ from faas.executors.microvm.canary import (
     file_identity,
 )
 from faas.executors.microvm.channel import Channel, HybridVsockChannel
-from faas.executors.microvm.config import VMConfig
+from faas.executors.microvm.config import MicroVMSettings, VMConfig
 from faas.executors.microvm.fcbinary import FirecrackerBinaries, resolve_binaries
-from faas.images.build import GuestImages, guest_images
-from faas.images.common import ImageBuildError, default_cache_dir
+from faas.executors.microvm.uids import host_uids
+from faas.images.common import ImageBuildError
+from faas.images.manifest import GuestImages
 
 CANARY_TIMEOUT_S = 10.0
 GUEST_CID = 3
@@ -74,11 +75,13 @@ class FirecrackerDriver:
     vsock = True
     accel = "kvm"
 
-    def __init__(self, binaries: FirecrackerBinaries, *, use_jailer: bool | None = None) -> None:
+    def __init__(self, binaries: FirecrackerBinaries, *, use_jailer: bool | None = None,
+                 jailer_allowed: bool = True) -> None:
+        """``use_jailer`` None: where there is one, we are root and ``jailer_allowed``
+        (``FAAS_FC_JAILER``, a debugging switch)."""
         self.binaries = binaries
         if use_jailer is None:
-            use_jailer = (binaries.jailer is not None and os.geteuid() == 0
-                          and os.environ.get("FAAS_FC_JAILER", "1") != "0")
+            use_jailer = binaries.jailer is not None and os.geteuid() == 0 and jailer_allowed
         self.use_jailer = use_jailer
 
     def _root(self, workdir: Path) -> Path:
@@ -134,46 +137,54 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-async def canary(binaries: FirecrackerBinaries, images: GuestImages,
-                 cache_dir: Path | None = None) -> CanaryResult:
-    """Boot our guest once with Firecracker; cached per binary, images and host."""
+async def canary(binaries: FirecrackerBinaries, images: GuestImages, cache_dir: Path | None,
+                 settings: MicroVMSettings | None = None) -> CanaryResult:
+    """Boot our guest once with Firecracker; cached per binary, images and host
+    (``cache_dir`` None: in memory only)."""
+    vmm = (settings or MicroVMSettings()).vmm
+    jailer_allowed = vmm.fc_jailer
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return CanaryResult(False, "/dev/kvm is missing or not accessible")
-    driver = FirecrackerDriver(binaries)
+    driver = FirecrackerDriver(binaries, jailer_allowed=jailer_allowed)
     key = canary_key("firecracker", file_identity(binaries.firecracker),
                      str(driver.use_jailer), file_identity(images.kernel),
                      file_identity(images.rootfs), file_identity(images.initrd))
 
     async def probe() -> CanaryResult:
         ok, reason, ms = await boot_probe(driver, VMConfig(images=images, vsock=True),
-                                          timeout_s=CANARY_TIMEOUT_S)
+                                          timeout_s=CANARY_TIMEOUT_S, uids=host_uids(vmm),
+                                          runas=vmm.qemu_runas)
         return CanaryResult(ok, reason, ms)
 
-    return await cached_canary(key, cache_dir if cache_dir else default_cache_dir(), probe)
+    return await cached_canary(key, cache_dir, probe)
 
 
-async def ready_driver(images: GuestImages, cache_dir: Path | None = None) -> FirecrackerDriver:
+def _binaries(settings: MicroVMSettings) -> FirecrackerBinaries:
+    return resolve_binaries(settings.image_cache, binary=settings.vmm.fc_binary,
+                            jailer=settings.vmm.fc_jailer_path)
+
+
+async def ready_driver(settings: MicroVMSettings, images: GuestImages) -> FirecrackerDriver:
     """A driver whose canary passed, or ``ExecutorUnavailable`` with the reason."""
-    cache = cache_dir if cache_dir else default_cache_dir()
-    binaries = resolve_binaries(cache)
-    verdict = await canary(binaries, images, cache)
+    binaries = _binaries(settings)
+    verdict = await canary(binaries, images, settings.image_cache, settings)
     if not verdict.ok:
         raise ExecutorUnavailable(f"firecracker cannot boot a guest on this host: "
                                   f"{verdict.reason}")
-    return FirecrackerDriver(binaries)
+    return FirecrackerDriver(binaries, jailer_allowed=settings.vmm.fc_jailer)
 
 
-async def availability(cache_dir: Path | None = None) -> Availability:
-    cache = cache_dir if cache_dir else default_cache_dir()
+async def probe(settings: MicroVMSettings) -> Availability:
+    """Whether Firecracker boots our guest here (its canary), and if not, why."""
     try:
-        binaries = resolve_binaries(cache)
+        binaries = _binaries(settings)
     except ExecutorUnavailable as exc:
         return Availability(False, str(exc))
     try:
-        images = guest_images(cache_dir, build=False)
+        images = settings.guest_images()
     except ImageBuildError as exc:
         return Availability(False, f"guest image unusable: {exc}")
-    verdict = await canary(binaries, images, cache)
+    verdict = await canary(binaries, images, settings.image_cache, settings)
     if verdict.ok:
         return Availability(True, f"Firecracker ({binaries.source}) booted the guest in "
                                   f"{verdict.boot_ms:.0f} ms")

@@ -19,6 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
+from faas.errors import ExecutorUnavailable
 from faas.executors.base import Availability
 from faas.executors.microvm.canary import (
     CanaryResult,
@@ -28,17 +29,18 @@ from faas.executors.microvm.canary import (
     file_identity,
 )
 from faas.executors.microvm.channel import Channel, UnixListenChannel, VsockChannel
-from faas.executors.microvm.config import VMConfig
-from faas.images.build import GuestImages, guest_images
-from faas.images.common import ImageBuildError, default_cache_dir
-from faas.images.guest_init import SERIAL_PORT_NAME
+from faas.executors.microvm.config import MicroVMSettings, VMConfig
+from faas.executors.microvm.uids import host_uids
+from faas.images.common import ImageBuildError
+from faas.images.manifest import SERIAL_PORT_NAME, GuestImages
 
 KVM_CANARY_TIMEOUT_S = 15.0
 _cids = itertools.count(3 + (os.getpid() % 100_000) * 1000)
 
 
-def qemu_binary() -> str | None:
-    return shutil.which(os.environ.get("FAAS_QEMU_BINARY", "qemu-system-x86_64"))
+def qemu_binary(name: str = "qemu-system-x86_64") -> str | None:
+    """``name`` (``FAAS_QEMU_BINARY``) as a path, looked up on ``PATH`` if bare."""
+    return shutil.which(name)
 
 
 def host_tsc_khz() -> int | None:
@@ -67,14 +69,21 @@ def vhost_vsock_available() -> bool:
 
 
 class QemuDriver:
-    """Builds the QEMU command line for one VM; ``accel`` is ``"kvm"`` or ``"tcg"``."""
+    """Builds the QEMU command line for one VM; ``accel`` is ``"kvm"`` or ``"tcg"``.
+
+    ``kaslr`` (``FAAS_QEMU_KASLR``): boot the bzImage; ``runas``
+    (``FAAS_QEMU_RUNAS``) and ``sandbox`` (``FAAS_QEMU_SANDBOX``): debugging
+    switches that, off, keep QEMU as root and without its seccomp filter.
+    """
 
     name = "qemu"
 
-    def __init__(self, binary: str, accel: str = "tcg", *, vsock: bool = False) -> None:
+    def __init__(self, binary: str, accel: str = "tcg", *, vsock: bool = False,
+                 kaslr: bool = True, runas: bool = True, sandbox: bool = True) -> None:
         self.binary = binary
         self.accel = accel
         self.vsock = vsock
+        self.kaslr, self.runas, self.sandbox = kaslr, runas, sandbox
         self._cid: int | None = None
 
     def cmdline(self, config: VMConfig) -> str:
@@ -86,13 +95,12 @@ class QemuDriver:
             extra = f" tsc_early_khz={khz}"
         return config.cmdline() + extra
 
-    @staticmethod
-    def kernel(config: VMConfig) -> Path:
+    def kernel(self, config: VMConfig) -> Path:
         """The bzImage when there is one: its decompressor randomizes where the kernel
         lives (KASLR); a vmlinux loaded through the PVH entry always sits at its link
         address. ``FAAS_QEMU_KASLR=0`` boots the vmlinux (a little faster under TCG)."""
         images = config.images
-        if images.bzimage is not None and os.environ.get("FAAS_QEMU_KASLR", "1") != "0":
+        if images.bzimage is not None and self.kaslr:
             return images.bzimage
         return images.kernel
 
@@ -136,14 +144,12 @@ class QemuDriver:
             argv += ["-runas", f"{uid}:{uid}"]
         return argv
 
-    @staticmethod
-    def _runas() -> bool:
-        return os.geteuid() == 0 and os.environ.get("FAAS_QEMU_RUNAS", "1") != "0"
+    def _runas(self) -> bool:
+        return os.geteuid() == 0 and self.runas
 
-    @staticmethod
-    def _sandbox(runas: bool) -> list[str]:
+    def _sandbox(self, runas: bool) -> list[str]:
         """QEMU's seccomp filter; it must allow the one setuid that ``-runas`` makes."""
-        if os.environ.get("FAAS_QEMU_SANDBOX", "1") == "0":
+        if not self.sandbox:
             return []
         elevate = "allow" if runas else "deny"
         return ["-sandbox", f"on,obsolete=deny,elevateprivileges={elevate},spawn=deny,"
@@ -155,9 +161,18 @@ def _escape(path: Path) -> str:
     return str(path).replace(",", ",,")
 
 
-async def kvm_canary(binary: str, images: GuestImages,
-                     cache_dir: Path | None = None) -> CanaryResult:
-    """Boot the guest once under QEMU+KVM; cached per binary, kernel and host."""
+def driver_for(settings: MicroVMSettings, binary: str, accel: str, *,
+               vsock: bool = False) -> QemuDriver:
+    """A driver with the settings' switches (``FAAS_QEMU_KASLR``, ``_RUNAS``, ``_SANDBOX``)."""
+    vmm = settings.vmm
+    return QemuDriver(binary, accel, vsock=vsock, kaslr=vmm.qemu_kaslr, runas=vmm.qemu_runas,
+                      sandbox=vmm.qemu_sandbox)
+
+
+async def kvm_canary(binary: str, images: GuestImages, cache_dir: Path | None,
+                     settings: MicroVMSettings | None = None) -> CanaryResult:
+    """Boot the guest once under QEMU+KVM; cached per binary, kernel and host
+    (``cache_dir`` None: in memory only)."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return CanaryResult(False, "/dev/kvm is missing or not accessible")
     key = canary_key("qemu-kvm", file_identity(binary), file_identity(images.kernel),
@@ -166,27 +181,39 @@ async def kvm_canary(binary: str, images: GuestImages,
 
     async def probe() -> CanaryResult:
         config = VMConfig(images=images, memory_mib=256)
-        ok, reason, ms = await boot_probe(QemuDriver(binary, "kvm", vsock=False), config,
-                                          timeout_s=KVM_CANARY_TIMEOUT_S)
+        vm = settings or MicroVMSettings()
+        ok, reason, ms = await boot_probe(driver_for(vm, binary, "kvm"), config,
+                                          timeout_s=KVM_CANARY_TIMEOUT_S,
+                                          uids=host_uids(vm.vmm), runas=vm.vmm.qemu_runas)
         return CanaryResult(ok, reason, ms)
 
-    return await cached_canary(key, cache_dir if cache_dir else default_cache_dir(), probe)
+    return await cached_canary(key, cache_dir, probe)
 
 
-async def availability(cache_dir: Path | None = None) -> Availability:
+async def probe(settings: MicroVMSettings) -> Availability:
     """Whether the QEMU driver can run here, and with which accelerator."""
-    binary = qemu_binary()
+    binary = qemu_binary(settings.vmm.qemu_binary)
     if binary is None:
-        return Availability(False, "qemu-system-x86_64 not found (apt-get install "
+        return Availability(False, f"{settings.vmm.qemu_binary} not found (apt-get install "
                                    "qemu-system-x86)")
     try:
-        images = guest_images(cache_dir, build=False)
+        images = settings.guest_images()
     except ImageBuildError as exc:
         return Availability(False, f"guest image unusable: {exc}")
-    kvm = await kvm_canary(binary, images, cache_dir)
+    kvm = await kvm_canary(binary, images, settings.image_cache, settings)
     channel = "vsock" if vhost_vsock_available() else "virtio-serial on a unix socket"
     if kvm.ok:
         return Availability(True, f"QEMU microvm with KVM ({kvm.boot_ms:.0f} ms to agent); "
                                   f"channel: {channel}")
     return Availability(True, f"QEMU microvm with TCG (KVM canary failed: {kvm.reason}); "
                               f"channel: {channel}")
+
+
+async def ready_driver(settings: MicroVMSettings, images: GuestImages) -> QemuDriver:
+    """The QEMU driver: KVM where its canary passes, else TCG; vsock where available."""
+    binary = qemu_binary(settings.vmm.qemu_binary)
+    if binary is None:
+        raise ExecutorUnavailable(f"qemu: {settings.vmm.qemu_binary} is not installed")
+    kvm = await kvm_canary(binary, images, settings.image_cache, settings)
+    return driver_for(settings, binary, "kvm" if kvm.ok else "tcg",
+                      vsock=vhost_vsock_available())

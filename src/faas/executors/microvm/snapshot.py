@@ -58,6 +58,7 @@ from faas.executors.microvm.canary import file_identity
 from faas.executors.microvm.channel import Channel
 from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.qemu import QemuDriver, _escape
+from faas.executors.microvm.uids import HostUidPool
 from faas.executors.microvm.vm import MicroVM, one_line
 from faas.images.common import inputs_hash
 
@@ -108,6 +109,7 @@ class _DerivedDriver:
         self.base = base
         self.name = base.name
         self.accel = base.accel
+        self.vsock = base.vsock
 
     def channel(self, config: VMConfig, workdir: Path) -> Channel:
         return self.base.channel(config, workdir)
@@ -157,12 +159,13 @@ class RestoreDriver(_DerivedDriver):
 
 # -- taking a snapshot -----------------------------------------------------------------
 async def take_snapshot(driver: QemuDriver, config: VMConfig, dest: Path, *,
-                        run_dir: Path | None, timeout_s: float) -> Snapshot:
+                        run_dir: Path | None, timeout_s: float,
+                        uids: HostUidPool | None = None) -> Snapshot:
     """Boot ``config``, save it into ``dest`` (made atomically); raises ``SandboxError``."""
     partial = dest.with_name(f"{dest.name}.partial-{instance.instance_id()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    vm = MicroVM(_SaveDriver(driver), config, run_dir=run_dir)
+    vm = MicroVM(_SaveDriver(driver), config, run_dir=run_dir, uids=uids, runas=driver.runas)
     started = time.monotonic()
     try:
         try:
@@ -294,9 +297,11 @@ def _sparse_copy(src: Path, dst: Path) -> None:
 class SnapshotStore:
     """Snapshots by key: found on disk, or taken once (per key, one at a time)."""
 
-    def __init__(self, directory: Path, *, run_dir: Path | None, timeout_s: float) -> None:
+    def __init__(self, directory: Path, *, run_dir: Path | None, timeout_s: float,
+                 uids: HostUidPool | None = None) -> None:
         self.directory = directory
         self.run_dir = run_dir
+        self.uids = uids
         self.timeout_s = timeout_s
         self._memo: dict[str, Snapshot] = {}
         self._failed: dict[str, str] = {}
@@ -328,7 +333,8 @@ class SnapshotStore:
             if not found.complete():
                 try:
                     found = await take_snapshot(driver, config, found.directory,
-                                                run_dir=self.run_dir, timeout_s=self.timeout_s)
+                                                run_dir=self.run_dir, timeout_s=self.timeout_s,
+                                                uids=self.uids)
                 except (SandboxError, OSError) as exc:
                     self._failed[key] = str(exc)
                     raise SandboxError(f"cannot take a snapshot: {exc}") from exc

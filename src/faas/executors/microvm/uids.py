@@ -5,21 +5,18 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faas.errors import SandboxError
 
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
-
+if TYPE_CHECKING:
+    from faas.config import VMSettings
 
 # Host uids of VMMs: FAAS_VMM_UID_BASE + slot, one per running VM. Distinct from
 # the containers' 65534 and the namespace sandboxes' 200000 + slot.
-VMM_UID_BASE = _env_int("FAAS_VMM_UID_BASE", 300_000)
-VMM_UIDS = _env_int("FAAS_VMM_UIDS", 1024)
+VMM_UID_BASE = 300_000
+VMM_UIDS = 1024
+VMM_UID_LOCK_DIR = Path("/run/faas-vmm-uids")
 
 
 class HostUidPool:
@@ -37,8 +34,7 @@ class HostUidPool:
     def __init__(self, base: int = VMM_UID_BASE, size: int = VMM_UIDS, *,
                  lock_dir: Path | None = None) -> None:
         self.base, self.size = base, size
-        self.lock_dir = lock_dir if lock_dir is not None else Path(
-            os.environ.get("FAAS_VMM_UID_LOCK_DIR", "/run/faas-vmm-uids"))
+        self.lock_dir = lock_dir if lock_dir is not None else VMM_UID_LOCK_DIR
         self._free = list(range(base + size - 1, base - 1, -1))
         self._locks: dict[int, int] = {}
 
@@ -83,9 +79,20 @@ class HostUidPool:
         return fd
 
 
-default_uids = HostUidPool()
+_uid_pools: dict[tuple[int, int, Path], HostUidPool] = {}
 
 
-def vmm_drops_privileges() -> bool:
-    """Whether VMMs get a host uid of their own: only a root server can give one."""
-    return os.geteuid() == 0 and os.environ.get("FAAS_QEMU_RUNAS", "1") != "0"
+def host_uids(vmm: VMSettings | None = None) -> HostUidPool:
+    """This process's one pool of the uid range ``vmm`` names (``FAAS_VMM_UID_*``;
+    None: the defaults), shared by every VM leasing from it."""
+    key = (vmm.vmm_uid_base, vmm.vmm_uids, vmm.vmm_uid_lock_dir) if vmm is not None else (
+        VMM_UID_BASE, VMM_UIDS, VMM_UID_LOCK_DIR)
+    if key not in _uid_pools:
+        _uid_pools[key] = HostUidPool(key[0], key[1], lock_dir=key[2])
+    return _uid_pools[key]
+
+
+def vmm_drops_privileges(runas: bool = True) -> bool:
+    """Whether VMMs get a host uid of their own: only a root server can give one
+    (``runas`` False: ``FAAS_QEMU_RUNAS=0``, debugging)."""
+    return os.geteuid() == 0 and runas

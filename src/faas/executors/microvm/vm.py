@@ -49,10 +49,10 @@ from faas import instance
 from faas.errors import AgentProtocolError, FaasError, SandboxError
 from faas.executors.microvm.channel import Channel, Streams
 from faas.executors.microvm.config import VMConfig
-from faas.executors.microvm.uids import HostUidPool, default_uids, vmm_drops_privileges
+from faas.executors.microvm.scratch import make_scratch_disk
+from faas.executors.microvm.uids import HostUidPool, host_uids, vmm_drops_privileges
 from faas.executors.microvm.workdirs import start_time
 from faas.images.common import ImageBuildError
-from faas.images.disk import make_scratch_disk
 from faas.proc.exitwatch import ExitWatch
 from faas.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
 
@@ -77,6 +77,8 @@ class Driver(Protocol):
     """What a VMM contributes: its channel and its command line."""
 
     name: str
+    accel: str  # "kvm" or "tcg", reported with each result
+    vsock: bool  # whether the guest's agent listens on vsock
 
     def channel(self, config: VMConfig, workdir: Path) -> Channel: ...
 
@@ -100,7 +102,7 @@ class MicroVM:
 
     def __init__(self, driver: Driver, config: VMConfig, *, run_dir: Path | None = None,
                  restore_from: Path | None = None, warm_up: bool = False,
-                 uids: HostUidPool | None = None) -> None:
+                 uids: HostUidPool | None = None, runas: bool = True) -> None:
         """``restore_from``: a saved VM state the VMM reads on its stdin (the driver's
         command line says so, e.g. QEMU ``-incoming fd:0``); such a VM needs no
         scratch disk of its own here (the driver provides one) and is resumed with
@@ -114,7 +116,8 @@ class MicroVM:
         self.warm_up = warm_up
         self.start_kind = "restored" if restore_from is not None else "cold"
         self.state = VMState.NEW
-        self._uids = uids if uids is not None else default_uids
+        self._uids = uids if uids is not None else host_uids()
+        self._runas = runas
         self.host_uid: int | None = None
         self.workdir: Path | None = None
         self.timings: dict[str, float] = {}
@@ -147,7 +150,7 @@ class MicroVM:
         self.workdir = workdir = Path(tempfile.mkdtemp(prefix=f"faas-vm-{instance.instance_id()}-",
                                                        dir=self.run_dir))
         self.state = VMState.SPAWNED  # from here on kill() has something to clean
-        if vmm_drops_privileges():
+        if vmm_drops_privileges(self._runas):
             self.host_uid = self._uids.lease()
         if self.restore_from is None:
             try:
