@@ -117,6 +117,10 @@ class Settings:
     docker_host: str = "unix:///var/run/docker.sock"
     docker_image: str = "faas-rootfs:latest"
     docker_runtime: str = ""
+    # The store: SQLite in ``data_dir`` unless ``database_url`` names a database
+    # (which may hold a password: never echoed).
+    data_dir: Path = Path(".data")
+    database_url: str = ""
     images: ImageSettings = field(default_factory=ImageSettings)
     microvm: VMSettings = field(default_factory=VMSettings)
 
@@ -153,7 +157,8 @@ class Settings:
             try:
                 value = var.parse(raw)
             except ValueError as exc:
-                raise ValidationError(f"{var.name}={raw[:100]!r}: {exc}") from None
+                shown = "" if var.secret else f"={raw[:100]!r}"
+                raise ValidationError(f"{var.name}{shown}: {exc}") from None
             section, _, name = var.attr.rpartition(".")
             sections[section][name] = value
         settings = dataclasses.replace(
@@ -242,6 +247,16 @@ def _names(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _database_url(raw: str) -> str:
+    from faas.store.url import parse_database_url
+
+    try:
+        parse_database_url(raw, Path("."))
+    except ValidationError as exc:
+        raise ValueError(str(exc).removeprefix("FAAS_DATABASE_URL").lstrip(": ")) from None
+    return raw
+
+
 def _log_level(raw: str) -> str:
     parse_levels(raw)  # ValueError names the bad part
     return raw
@@ -259,6 +274,7 @@ class Var:
     example: str
     bad: str | None = None
     debug: bool = False
+    secret: bool = False  # its value is never echoed in an error
 
 
 _POS = _int(1)
@@ -290,6 +306,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("FAAS_CGROUP_ROOT", "cgroup_root", _str, "faas-test"),
     Var("FAAS_SANDBOX_UID_BASE", "sandbox_uid_base", _POS, "400000", "0"),
     Var("FAAS_CACHE_DIR", "cache_dir", _path, "/var/cache/faas"),
+    Var("FAAS_DATA_DIR", "data_dir", _path, "/var/lib/faas"),
+    Var("FAAS_DATABASE_URL", "database_url", _database_url, "postgresql://faas:pw@db:5432/faas",
+        "mysql://root:hunter2@db/faas", secret=True),
     Var("FAAS_SANDBOX_ROOTFS", "sandbox_rootfs", _str, "/srv/rootfs"),
     Var("FAAS_VM_RUN_DIR", "vm_run_dir", _str, "/run/faas-vms"),
     Var("FAAS_DOCKER_HOST", "docker_host", _str, "unix:///tmp/docker.sock"),

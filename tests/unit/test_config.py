@@ -139,3 +139,10 @@ def test_rust_log_style_levels() -> None:
                                                        {"faas.gateway": logging.DEBUG})
     with pytest.raises(ValueError):
         parse_levels("loud")
+
+
+def test_a_bad_secret_value_is_named_but_never_echoed() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings.from_env({"FAAS_DATABASE_URL": "mysql://root:hunter2@db/faas"})
+    assert "FAAS_DATABASE_URL" in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "mysql://" not in str(caught.value)
