@@ -251,7 +251,7 @@ def _database_url(raw: str) -> str:
     from faas.store.url import parse_database_url
 
     try:
-        parse_database_url(raw, Path("."))
+        parse_database_url(raw, Path())
     except ValidationError as exc:
         raise ValueError(str(exc).removeprefix("FAAS_DATABASE_URL").lstrip(": ")) from None
     return raw
