@@ -11,6 +11,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema, field_validator
@@ -184,6 +185,18 @@ class ExecutionSpec:
     deadline: float
     limits: Limits = field(default_factory=Limits)
     image: str | None = None
+    #: The deployed function's code: a host folder (the unpacked bundle, see
+    #: ``faas.bundles``) every tier shows read-only at ``/function``; None: no code.
+    bundle: FunctionBundle | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionBundle:
+    """A deployed function's unpacked code bundle, as an executor mounts it."""
+
+    sha256: str
+    path: Path
+    unpacked_bytes: int
 
 
 @dataclass(slots=True)
