@@ -426,11 +426,11 @@ async def test_vsock_and_other_socket_families_are_refused(executor: DockerExecu
 async def test_both_default_profiles_refuse_vsock(
     docker_image: str, which: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from faas.executors import docker_seccomp
+    from faas.executors.docker import seccomp_profile
     if which == "generated":
-        monkeypatch.setattr(docker_seccomp, "DEFAULT_PROFILE_PATHS", ())
-    elif docker_seccomp.docker_default_profile() is None:
-        pytest.skip(f"no copy of Docker's default profile: {docker_seccomp.DEFAULT_PROFILE_PATHS}")
+        monkeypatch.setattr(seccomp_profile, "DEFAULT_PROFILE_PATHS", ())
+    elif seccomp_profile.docker_default_profile() is None:
+        pytest.skip(f"no copy of Docker's default profile: {seccomp_profile.DEFAULT_PROFILE_PATHS}")
     ex = DockerExecutor(default_image=docker_image)
     try:
         assert ex.seccomp_source == which
@@ -570,9 +570,9 @@ async def test_foreign_abis_are_killed_under_the_generated_profile(
     """The generated profile lists only the x86-64 ABI: an i386 `int 0x80` or an
     x32 system call kills the process with SIGSYS (159 from the shell), as in the
     namespace sandbox. (The host runs i386 code: the same probe returns a pid there.)"""
-    from faas.executors import docker_seccomp
+    from faas.executors.docker import seccomp_profile
 
-    monkeypatch.setattr(docker_seccomp, "DEFAULT_PROFILE_PATHS", ())
+    monkeypatch.setattr(seccomp_profile, "DEFAULT_PROFILE_PATHS", ())
     ex = DockerExecutor(default_image=docker_image)
     try:
         assert ex.seccomp_source == "generated"
