@@ -15,8 +15,8 @@
                                    or garbage (HTTP 502 when it surfaces to a client)
 
 Each backend translates the errors of the library it wraps into one of these
-(``raise SandboxError(...) from exc``) so callers never see ``OSError`` or a
-Docker SDK exception.
+(``raise SandboxError(...) from exc``) so callers never see ``OSError`` or an
+httpx exception.
 """
 
 from __future__ import annotations

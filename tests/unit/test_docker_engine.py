@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -320,3 +322,25 @@ async def test_probe_of_an_unreachable_or_broken_daemon() -> None:
 
 def test_every_engine_error_is_a_faas_error() -> None:
     assert issubclass(StartRefused, FaasError)
+
+
+def test_the_runtime_needs_neither_the_docker_sdk_nor_requests() -> None:
+    """Serving, probing and importing images load no docker SDK and no requests."""
+    code = (
+        "import sys, faas.cli, faas.executors.registry, faas.executors.docker, "
+        "faas.images.docker_image, faas.gateway.app; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('docker', 'requests')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_the_package_keeps_the_names_callers_import() -> None:
+    import faas.executors.docker as package
+
+    assert sorted(package.__all__) == sorted([
+        "DEFAULT_BASE_URL", "DEFAULT_USER", "FUNCTION_LABEL", "INSTANCE_LABEL", "MANAGED_LABEL",
+        "MASKED_PATHS", "OWNER_LABEL", "REQUEST_LABEL", "DockerExecutor", "Engine",
+        "availability"])
+    assert all(hasattr(package, name) for name in package.__all__)
