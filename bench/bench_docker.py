@@ -33,17 +33,12 @@ from pathlib import Path
 
 import httpx
 
+from common import pct
 from faas.executors.docker import DockerExecutor
 from faas.images.docker_image import DEFAULT_TAG, ensure_docker_image
 from faas.models import ExecutionSpec, Limits
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
 
 
 def free_port() -> int:
@@ -160,14 +155,14 @@ async def bench(n: int, warmup: int, image: str, runtime: str | None) -> dict[st
 
 def report(samples: dict[str, list[float]], image: str, runtime: str | None) -> dict[str, object]:
     base = samples["bare"]
-    b50, b99 = statistics.median(base), percentile(base, 99)
+    b50, b99 = statistics.median(base), pct(base, 99)
     print(f"docker bench: image={image} runtime={runtime or 'default'} rounds={len(base)} "
           f"cpus={os.cpu_count()}")
     print(f"{'way':10} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
           f"{'p50 ratio':>10} {'p99 ratio':>10}")
     out: dict[str, object] = {"image": image, "runtime": runtime, "rounds": len(base)}
     for name, values in samples.items():
-        p50, p99 = statistics.median(values), percentile(values, 99)
+        p50, p99 = statistics.median(values), pct(values, 99)
         mean = statistics.fmean(values)
         print(f"{name:10} {p50:8.1f} {p99:8.1f} {mean:8.1f} {p50 / b50:9.2f}x {p99 / b99:9.2f}x")
         out[name] = {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "mean_ms": round(mean, 2),

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 
+from common import pct
 from faas.errors import FaasError
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
 from faas.executors.microvm.config import VMConfig
@@ -189,11 +190,6 @@ def serve(port: int, run_dir: Path) -> None:
                 log_level="warning", access_log=False)
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def main(rounds: int, with_http: bool, rate: float, seconds: float) -> None:
     build_images()
     images = guest_images()
@@ -262,7 +258,7 @@ async def main(rounds: int, with_http: bool, rate: float, seconds: float) -> Non
               "pooled_start": "  of which pool hand-out"}
     for name, values in samples.items():
         p50 = statistics.median(values)
-        print(f"{labels[name]:34} {p50 * 1000:9.1f} {pct(values, 0.99) * 1000:9.1f} "
+        print(f"{labels[name]:34} {p50 * 1000:9.1f} {pct(values, 99) * 1000:9.1f} "
               f"{p50 / floor_p50:10.3f}")
     print("throughput, 2 in flight: " + ", ".join(
         f"{kind} {value:.2f}/s" for kind, value in rates.items()))
@@ -272,7 +268,7 @@ async def main(rounds: int, with_http: bool, rate: float, seconds: float) -> Non
           f"completed {done} in {result.elapsed:.1f} s = {achieved:.2f}/s achieved; "
           f"starts {result.kinds}; failed {len(result.failures)}"
           + (f"; latency p50 {statistics.median(lat) * 1000:.0f} ms "
-             f"p99 {pct(lat, 0.99) * 1000:.0f} ms" if lat else ""))
+             f"p99 {pct(lat, 99) * 1000:.0f} ms" if lat else ""))
     for failure in result.failures[:3]:
         print(f"  failure: {failure}")
     pooled_p50 = statistics.median(samples["pooled"]) * 1000

@@ -19,8 +19,13 @@ from helpers import free_port
 
 
 def pct(samples: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``samples``, interpolated linearly between the
+    two closest ranks; the one percentile every benchmark prints."""
     s = sorted(samples)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
+    pos = q / 100 * (len(s) - 1)
+    low = int(pos)
+    high = min(low + 1, len(s) - 1)
+    return s[low] + (s[high] - s[low]) * (pos - low)
 
 
 def summary(name: str, samples_ms: list[float], wall_s: float | None = None) -> dict[str, float]:

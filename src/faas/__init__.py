@@ -7,6 +7,7 @@ executor contract. Everything else is internal and may change.
 from faas.errors import (
     AdmissionRejected,
     AgentProtocolError,
+    BundleRejected,
     ExecutorUnavailable,
     FaasError,
     ImageNotFound,
@@ -27,6 +28,7 @@ __all__ = [
     "AdmissionRejected",
     "AgentProtocolError",
     "Availability",
+    "BundleRejected",
     "ExecutionSpec",
     "Executor",
     "ExecutorUnavailable",

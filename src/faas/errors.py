@@ -4,6 +4,8 @@
     +-- ValidationError            the request is malformed (HTTP 400)
     |   +-- PayloadTooLarge        body or payload over the configured limit (HTTP 413)
     |   +-- UnknownExecutor        the request names an executor this server lacks (HTTP 400)
+    |   +-- BundleRejected         an uploaded code bundle is unsafe, malformed or over a
+    |                              limit; names the problem and the entry (HTTP 400)
     +-- RequestTimeout             the client sent its request body too slowly (HTTP 408)
     +-- AdmissionRejected          concurrency, wait queue or body memory full (HTTP 429)
     +-- ShuttingDown               the server stopped accepting work (HTTP 503)
@@ -42,6 +44,12 @@ class PayloadTooLarge(ValidationError):
 
 
 class UnknownExecutor(ValidationError):
+    status = 400
+
+
+class BundleRejected(ValidationError):
+    """The message names the problem and the (clipped, escaped) entry, never a host path."""
+
     status = 400
 
 

@@ -81,7 +81,6 @@ class SingleUsePool(Generic[T]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._keeper: asyncio.Task[None] | None = None
         self._closed = False
-        self.started = self.warm_handouts = self.cold_handouts = self.discarded = 0
 
     # -- sizes -------------------------------------------------------------------
     @property
@@ -123,14 +122,12 @@ class SingleUsePool(Generic[T]):
         while self._ready:
             entry = self._ready.popleft()
             if self._fresh(entry):
-                self.warm_handouts += 1
                 self._kick()
                 return entry.item, "warm", entry.start_s
-            await self._discard(entry.item)
+            await self._destroy(entry.item)
         self._kick()
         t0 = time.monotonic()
         item = await (cold_start or self._start)()
-        self.cold_handouts += 1
         return item, "cold", time.monotonic() - t0
 
     def _note_handout(self) -> None:
@@ -145,10 +142,6 @@ class SingleUsePool(Generic[T]):
             return self._healthy(entry.item)
         except OSError:
             return False
-
-    async def _discard(self, item: T) -> None:
-        self.discarded += 1
-        await self._destroy(item)
 
     # -- background --------------------------------------------------------------
     def start(self) -> None:
@@ -167,7 +160,7 @@ class SingleUsePool(Generic[T]):
             for _ in range(target - self.ready - self._starting):
                 self._spawn_one()
             while self.ready + self._starting > target and self._ready:
-                await self._discard(self._ready.pop().item)
+                await self._destroy(self._ready.pop().item)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.policy.check_interval_s):
                     await self._wake.wait()
@@ -177,7 +170,7 @@ class SingleUsePool(Generic[T]):
             if not self._fresh(entry):
                 with contextlib.suppress(ValueError):
                     self._ready.remove(entry)
-                await self._discard(entry.item)
+                await self._destroy(entry.item)
 
     def _spawn_one(self) -> None:
         self._starting += 1
@@ -197,7 +190,6 @@ class SingleUsePool(Generic[T]):
             self._starting -= 1
         elapsed = time.monotonic() - t0
         self._start_times.append(elapsed)
-        self.started += 1
         if self._closed:
             await self._destroy(item)
             return

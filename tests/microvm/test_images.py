@@ -56,7 +56,7 @@ def test_rootfs_tar_holds_the_agent_and_init(image_manifest: Manifest) -> None:
 
 
 def test_agent_import_check_rejects_platform_imports() -> None:
-    rootfs._check_imports("ok.py", b"from faas.agent.protocol import Kind\nimport json\n")
+    rootfs._check_imports("ok.py", b"from faas.protocol import Kind\nimport json\n")
     rootfs._check_imports("ok.py", b"from typing import TYPE_CHECKING\n"
                                    b"if TYPE_CHECKING:\n    from faas.models import X\n")
     with pytest.raises(ImageBuildError, match=r"faas\.models"):

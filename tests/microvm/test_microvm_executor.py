@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from microvm_support import assert_no_vm_leaks, make_spec, vmm_processes
 
-from faas.agent.protocol import Kind, read_frame
 from faas.errors import SandboxError
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
 from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.qemu import QemuDriver, qemu_binary
 from faas.executors.microvm.vm import MicroVM, VMState
 from faas.images.build import GuestImages
+from faas.protocol import Kind, read_frame
 
 pytestmark = pytest.mark.microvm
 
@@ -201,7 +201,7 @@ def test_vmm_dies_with_a_killed_server_and_its_files_are_swept(images: GuestImag
     import subprocess
     import sys
 
-    from faas.executors.microvm.vm import sweep_stale_workdirs
+    from faas.executors.microvm.workdirs import sweep_stale_workdirs
 
     server = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(run_dir)],
                               stdout=subprocess.PIPE)

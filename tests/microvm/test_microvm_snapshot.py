@@ -129,7 +129,7 @@ async def test_agent_v2_ping_resumes_with_a_fresh_hello_then_serves() -> None:
     with HELLO ``resumed``, after the warm-up, and requests are served as before."""
     import sys
 
-    from faas.agent.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
+    from faas.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "faas.agent", "--stdio",

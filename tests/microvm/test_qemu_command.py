@@ -78,7 +78,7 @@ def test_vmm_uids_are_never_shared_between_servers_of_one_host(tmp_path: Path) -
     import pytest
 
     from faas.errors import SandboxError
-    from faas.executors.microvm.vm import HostUidPool
+    from faas.executors.microvm.uids import HostUidPool
 
     first = HostUidPool(300_000, 3, lock_dir=tmp_path / "locks")
     second = HostUidPool(300_000, 3, lock_dir=tmp_path / "locks")

@@ -3,7 +3,7 @@
 Each test fails when its layer alone is removed from the source: where two
 layers would mask each other (pids.max and RLIMIT_NPROC, the cgroup memory
 limit and RLIMIT_AS, the deadline's kill paths), the other one is turned off
-through the executor's test-only ``SandboxPolicy``; where limits can differ
+through the executor's test-only ``SandboxLayers``; where limits can differ
 (the /tmp tmpfs size and RLIMIT_FSIZE), the test makes them differ. State is
 read from the host side where it can be (host uids, the call's cgroup limits).
 After every call, nothing the executor started may be left (per-call leak check).
@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from faas.agent.process import ChildProcess
 from faas.executors import seccomp
 from faas.executors.cgroups import Cgroups
-from faas.executors.sandbox import SandboxExecutor, SandboxPolicy
+from faas.executors.sandbox import SandboxExecutor
+from faas.executors.sandbox_policy import SandboxLayers, SandboxPolicy
 from faas.models import ExecutionSpec, InvocationResult, Limits
+from faas.proc.child import ChildProcess
 from helpers import (
     UID_BASE,
     UID_RANGE,
@@ -57,7 +58,7 @@ async def make(bwrap_available: None) -> AsyncIterator[Make]:
 
     def build(**switches: bool) -> SandboxExecutor:
         executor = SandboxExecutor(uid_base=LAYER_UID_BASE, max_sandboxes=LAYER_SANDBOXES,
-                                   policy=SandboxPolicy(**switches))
+                                   policy=SandboxPolicy(layers=SandboxLayers(**switches)))
         made.append(executor)
         return executor
 

@@ -3,7 +3,8 @@ import faas
 
 def test_public_names_are_pinned() -> None:
     assert sorted(faas.__all__) == sorted(
-        ["AdmissionRejected", "AgentProtocolError", "Availability", "ExecutionSpec", "Executor",
+        ["AdmissionRejected", "AgentProtocolError", "Availability", "BundleRejected",
+         "ExecutionSpec", "Executor",
          "ExecutorUnavailable", "FaasError", "ImageNotFound", "InvocationResult",
          "InvocationTimeout", "InvokeRequest", "Limits", "PayloadTooLarge", "RequestTimeout",
          "SandboxError",

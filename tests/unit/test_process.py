@@ -5,9 +5,10 @@ import os
 import sys
 from pathlib import Path
 
-from faas.agent.execute import describe_exit, run_request
-from faas.agent.process import ChildProcess
-from faas.agent.protocol import AgentRequest
+from faas.agent.execute import run_request
+from faas.proc.child import ChildProcess
+from faas.proc.outcome import describe_exit
+from faas.protocol import AgentRequest
 
 
 def py(code: str) -> list[str]:
@@ -71,7 +72,7 @@ def test_describe_exit() -> None:
 
 _STDIN_NEVER_READ = r"""
 import asyncio, os, signal, sys
-from faas.agent.process import ChildProcess
+from faas.proc.child import ChildProcess
 
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as a CLI that restores it has it
 

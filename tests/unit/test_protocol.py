@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from faas.agent.protocol import (
+from faas.errors import AgentProtocolError
+from faas.protocol import (
     AgentReply,
     AgentRequest,
     Kind,
     encode_frame,
     read_frame,
 )
-from faas.errors import AgentProtocolError
 
 
 def reader_of(data: bytes) -> asyncio.StreamReader:

@@ -15,7 +15,9 @@ import contextlib
 import logging
 
 from faas.agent.execute import run_request
-from faas.agent.protocol import (
+from faas.agent.reseed import reseed, set_clock
+from faas.errors import AgentProtocolError
+from faas.protocol import (
     DEFAULT_MAX_FRAME,
     AgentRequest,
     Frame,
@@ -23,8 +25,6 @@ from faas.agent.protocol import (
     encode_frame,
     read_frame,
 )
-from faas.agent.reseed import reseed, set_clock
-from faas.errors import AgentProtocolError
 
 # 2: PING (snapshot-restore re-handshake), announced as a feature in HELLO.
 AGENT_VERSION = "2"

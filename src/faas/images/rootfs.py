@@ -7,15 +7,17 @@ microVM ext4 image, ``docker import`` and the namespace sandbox.
 
 Inside the tree:
 
-* ``/opt/faas/faas/`` holds ``errors.py``, ``agent/`` and a bare package
+* ``/opt/faas/faas/`` holds ``errors.py``, ``protocol.py``, ``agent/``, ``proc/`` (the process
+  core the agent runs commands with) and a bare package
   ``__init__``, precompiled to unchecked-hash ``.pyc`` so the read-only guest
   never compiles at start: ``PYTHONPATH=/opt/faas python3 -m faas.agent``;
 * ``/sbin/faas-init`` is the VM's PID 1 (see ``guest_init``);
 * no file keeps a setuid or setgid bit (``su``, ``mount``, ... are stripped by
   a customize hook): no tier's command can gain privileges through one.
 
-The agent imports only the standard library, ``faas.agent`` and
-``faas.errors``; ``agent_sources`` checks that and refuses to build otherwise.
+The agent imports only the standard library, ``faas.agent``, ``faas.proc``,
+``faas.protocol`` and ``faas.errors``; ``agent_sources`` checks that and
+refuses to build otherwise.
 """
 
 from __future__ import annotations
@@ -55,18 +57,22 @@ GUEST_AGENT_DIR = "/opt/faas"
 # Run by mmdebstrap on the finished tree ("$1"): no setuid/setgid file survives.
 STRIP_SETID_HOOK = 'find "$1" -xdev -type f -perm /6000 -exec chmod ug-s {} +'
 _AGENT_ROOT_IMPORTS = {"faas"}
+_GUEST_PACKAGES = ("agent", "proc")
+_GUEST_MODULES = ("errors.py", "protocol.py")
 
 
 def agent_sources() -> list[tuple[str, bytes]]:
     """(path inside ``/opt/faas``, content) of every file the guest agent needs.
 
     Raises ``ImageBuildError`` if an agent module imports anything from
-    ``faas`` beyond ``faas.agent`` and ``faas.errors``.
+    ``faas`` beyond ``faas.agent``, ``faas.proc``, ``faas.protocol`` and ``faas.errors``.
     """
     files = [("faas/__init__.py", b'"""faas guest agent package (only the agent ships here)."""\n'),
-             ("faas/errors.py", (FAAS_PACKAGE_DIR / "errors.py").read_bytes())]
-    for path in sorted((FAAS_PACKAGE_DIR / "agent").glob("*.py")):
-        files.append((f"faas/agent/{path.name}", path.read_bytes()))
+             *((f"faas/{name}", (FAAS_PACKAGE_DIR / name).read_bytes())
+               for name in _GUEST_MODULES)]
+    for package in _GUEST_PACKAGES:
+        for path in sorted((FAAS_PACKAGE_DIR / package).glob("*.py")):
+            files.append((f"faas/{package}/{path.name}", path.read_bytes()))
     for name, data in files:
         _check_imports(name, data)
     return files
@@ -88,10 +94,11 @@ def _check_imports(name: str, source: bytes) -> None:
             modules = [node.module]
         for module in modules:
             root = module.split(".")[0]
-            allowed = module == "faas.errors" or module.startswith("faas.agent")
+            allowed = module in ("faas.errors", "faas.protocol") or any(
+                module == f"faas.{p}" or module.startswith(f"faas.{p}.") for p in _GUEST_PACKAGES)
             if root in _AGENT_ROOT_IMPORTS and not allowed:
-                raise ImageBuildError(f"guest agent file {name} imports {module}: the guest "
-                                      "only ships faas.agent and faas.errors")
+                raise ImageBuildError(f"guest agent file {name} imports {module}: the guest only "
+                                      "ships faas.agent, faas.proc, faas.protocol, faas.errors")
 
 
 def rootfs_key() -> str:

@@ -30,12 +30,6 @@ from typing import Any, TypeVar
 
 import httpx
 
-from faas.agent.execute import (
-    EXIT_NOT_EXECUTABLE,
-    EXIT_NOT_FOUND,
-    describe_exit,
-    describe_oom,
-)
 from faas.errors import FaasError, SandboxError, ShuttingDown, ValidationError
 from faas.executors.docker import seccomp_profile as profiles
 from faas.executors.docker.container import DEFAULT_USER, ContainerPolicy
@@ -45,6 +39,12 @@ from faas.executors.docker.stdio import pump, read_all
 from faas.executors.docker.stream import STDERR, STDOUT, Demux
 from faas.executors.docker.sweep import remove_dead_instances
 from faas.models import ExecutionSpec, InvocationResult
+from faas.proc.outcome import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    describe_exit,
+    describe_oom,
+)
 
 __all__ = ["DockerExecutor"]
 

@@ -17,6 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from faas.errors import FaasError
+from faas.executors.microvm.config import VMConfig
+from faas.executors.microvm.vm import Driver, MicroVM, one_line
 from faas.images.common import inputs_hash
 
 _memo: dict[str, CanaryResult] = {}
@@ -67,11 +70,6 @@ async def cached_canary(
         return result
 
 
-def forget_canaries() -> None:
-    """Drop in-memory verdicts (files stay); for tests."""
-    _memo.clear()
-
-
 def _read(path: Path | None) -> CanaryResult | None:
     if path is None:
         return None
@@ -90,3 +88,25 @@ def _write(path: Path | None, result: CanaryResult) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(result)))
     tmp.replace(path)
+
+
+async def boot_probe(driver: Driver, config: VMConfig, *, timeout_s: float,
+                     run_dir: Path | None = None) -> tuple[bool, str, float]:
+    """Boot ``config`` with ``driver`` to the agent's HELLO, then destroy it.
+
+    Returns (booted, reason, ms to HELLO); never raises for a failed boot.
+    """
+    vm = MicroVM(driver, config, run_dir=run_dir)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await vm.spawn()
+            await vm.wait_ready()
+        return True, f"{driver.name} booted the guest to the agent's HELLO", vm.timings["ready_ms"]
+    except TimeoutError:
+        tail = one_line(vm.console_tail(600))
+        return False, (f"the guest did not reach the agent's HELLO within {timeout_s:g}s"
+                       + (f"; VMM/console output: {tail}" if tail else "")), 0.0
+    except FaasError as exc:
+        return False, str(exc), 0.0
+    finally:
+        await vm.kill()

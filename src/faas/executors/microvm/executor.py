@@ -31,17 +31,18 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from faas.agent.protocol import AgentReply, AgentRequest
 from faas.errors import ExecutorUnavailable, FaasError, SandboxError
 from faas.executors.base import Availability
 from faas.executors.microvm import firecracker, qemu
 from faas.executors.microvm.config import MIB, MicroVMSettings, VMConfig
 from faas.executors.microvm.snapshot import RestoreDriver, SnapshotStore
-from faas.executors.microvm.vm import Driver, MicroVM, sweep_stale_workdirs
+from faas.executors.microvm.vm import Driver, MicroVM
+from faas.executors.microvm.workdirs import sweep_stale_workdirs
 from faas.images.build import GuestImages, guest_images
 from faas.images.common import ImageBuildError, default_cache_dir
 from faas.models import ExecutionSpec, InvocationResult, Limits
 from faas.pool import PoolPolicy, PoolSet
+from faas.protocol import AgentReply, AgentRequest
 
 log = logging.getLogger("faas.microvm")
 # After a pooled VM's channel broke: how long to wait to see whether its VMM died.

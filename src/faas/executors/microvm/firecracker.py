@@ -27,11 +27,16 @@ from typing import Any
 
 from faas.errors import ExecutorUnavailable
 from faas.executors.base import Availability
-from faas.executors.microvm.canary import CanaryResult, cached_canary, canary_key, file_identity
+from faas.executors.microvm.canary import (
+    CanaryResult,
+    boot_probe,
+    cached_canary,
+    canary_key,
+    file_identity,
+)
 from faas.executors.microvm.channel import Channel, HybridVsockChannel
 from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.fcbinary import FirecrackerBinaries, resolve_binaries
-from faas.executors.microvm.vm import boot_probe
 from faas.images.build import GuestImages, guest_images
 from faas.images.common import ImageBuildError, default_cache_dir
 

@@ -20,10 +20,15 @@ import shutil
 from pathlib import Path
 
 from faas.executors.base import Availability
-from faas.executors.microvm.canary import CanaryResult, cached_canary, canary_key, file_identity
+from faas.executors.microvm.canary import (
+    CanaryResult,
+    boot_probe,
+    cached_canary,
+    canary_key,
+    file_identity,
+)
 from faas.executors.microvm.channel import Channel, UnixListenChannel, VsockChannel
 from faas.executors.microvm.config import VMConfig
-from faas.executors.microvm.vm import boot_probe
 from faas.images.build import GuestImages, guest_images
 from faas.images.common import ImageBuildError, default_cache_dir
 from faas.images.guest_init import SERIAL_PORT_NAME

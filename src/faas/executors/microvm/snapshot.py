@@ -46,6 +46,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,7 @@ async def take_snapshot(driver: QemuDriver, config: VMConfig, dest: Path, *,
     started = time.monotonic()
     try:
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s) as scope:
                 await vm.spawn()
                 await vm.wait_ready()
                 if "ping" not in vm.hello.get("features", []):
@@ -175,7 +176,7 @@ async def take_snapshot(driver: QemuDriver, config: VMConfig, dest: Path, *,
                 if workdir is None:
                     raise SandboxError("the VM has no work folder")
                 try:
-                    await asyncio.to_thread(_qmp_save, workdir / "qmp.sock", partial / "state")
+                    await _save_state(workdir / "qmp.sock", partial / "state", scope)
                 except SandboxError as exc:
                     tail = one_line(vm.console_tail(600))
                     raise SandboxError(f"{exc}; VMM output: {tail}") from exc
@@ -199,20 +200,37 @@ async def take_snapshot(driver: QemuDriver, config: VMConfig, dest: Path, *,
     return Snapshot(dest.name, dest)
 
 
-def _qmp_save(qmp_path: Path, state_path: Path) -> None:
-    """Stop the VM and migrate its state into ``state_path`` through QMP."""
+async def _save_state(qmp_path: Path, state_path: Path, scope: asyncio.Timeout) -> None:
+    """``_qmp_save`` in a thread, bounded by the caller's deadline (``scope``): on that
+    deadline or a cancellation the thread stops at its next step, never later than
+    its socket's timeout, which is the time left."""
+    loop = asyncio.get_running_loop()
+    when = scope.when()
+    left = (when - loop.time()) if when is not None else _QMP_TIMEOUT_S
+    stop = threading.Event()
+    try:
+        await asyncio.to_thread(_qmp_save, qmp_path, state_path,
+                                deadline=time.monotonic() + left, stop=stop)
+    finally:
+        stop.set()
+
+
+def _qmp_save(qmp_path: Path, state_path: Path, *, deadline: float,
+              stop: threading.Event) -> None:
+    """Migrate the running VM's state into ``state_path`` through QMP, before
+    ``deadline`` (monotonic clock) and unless ``stop`` is set."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, \
                 open(state_path, "wb") as out:
-            sock.settimeout(_QMP_TIMEOUT_S)
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
             sock.connect(str(qmp_path))
             stream = sock.makefile("rb")
             _qmp_read(stream)  # greeting
             _qmp(sock, stream, "qmp_capabilities")
             _qmp(sock, stream, "getfd", {"fdname": "snapshot"}, fd=out.fileno())
             _qmp(sock, stream, "migrate", {"uri": "fd:snapshot"})
-            deadline = time.monotonic() + _QMP_TIMEOUT_S
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not stop.is_set():
+                sock.settimeout(max(deadline - time.monotonic(), 0.01))
                 info = _qmp(sock, stream, "query-migrate")
                 status = info.get("status")
                 if status == "completed":
@@ -221,7 +239,8 @@ def _qmp_save(qmp_path: Path, state_path: Path) -> None:
                     why = info.get("error-desc", status)
                     raise SandboxError(f"QEMU could not save the VM state: {why}")
                 time.sleep(0.02)
-            raise SandboxError("saving the VM state did not complete in time")
+            raise SandboxError("saving the VM state did not complete in time"
+                               if not stop.is_set() else "saving the VM state was abandoned")
     except OSError as exc:
         raise SandboxError(f"QMP failed while saving the VM state: {exc}") from exc
 

@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import ctypes
 import enum
-import fcntl
 import os
 import shutil
 import signal
@@ -47,12 +46,15 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from faas import instance
-from faas.agent.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
 from faas.errors import AgentProtocolError, FaasError, SandboxError
 from faas.executors.microvm.channel import Channel, Streams
 from faas.executors.microvm.config import VMConfig
+from faas.executors.microvm.uids import HostUidPool, default_uids, vmm_drops_privileges
+from faas.executors.microvm.workdirs import start_time
 from faas.images.common import ImageBuildError
 from faas.images.disk import make_scratch_disk
+from faas.proc.exitwatch import ExitWatch
+from faas.protocol import AgentReply, AgentRequest, Kind, encode_ping, read_frame
 
 T = TypeVar("T")
 VMM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -61,7 +63,6 @@ _KILL_WAIT_S = 5.0
 # After the VMM exits, how long buffered channel data may still be read.
 _DRAIN_AFTER_EXIT_S = 0.3
 _PR_SET_PDEATHSIG = 1
-_pending_reaps: set[MicroVM] = set()
 
 
 class VMState(enum.Enum):
@@ -83,88 +84,6 @@ class Driver(Protocol):
         """argv that boots ``config``; may write config files into ``workdir``.
         ``uid``: the host uid (and gid) the VMM must drop to, or None to keep ours."""
         ...
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
-# Host uids of VMMs: FAAS_VMM_UID_BASE + slot, one per running VM. Distinct from
-# the containers' 65534 and the namespace sandboxes' 200000 + slot.
-VMM_UID_BASE = _env_int("FAAS_VMM_UID_BASE", 300_000)
-VMM_UIDS = _env_int("FAAS_VMM_UIDS", 1024)
-
-
-class HostUidPool:
-    """Host uids for VMMs: each running VM holds its own, never shared.
-
-    A uid is leased when the VM is spawned and returned only once its VMM is
-    reaped, so a dying VMM and a new one never share a uid. The uid owns no
-    file on the host: the VMM opens its disks, kernel and sockets as root
-    before it drops to it. Servers on one host share the range: a lease also
-    holds an exclusive ``flock`` on ``<lock_dir>/<uid>`` (released by the
-    kernel when the server dies), so two live servers never hand out the same
-    uid; where ``lock_dir`` cannot be made the leases are this process's only.
-    """
-
-    def __init__(self, base: int = VMM_UID_BASE, size: int = VMM_UIDS, *,
-                 lock_dir: Path | None = None) -> None:
-        self.base, self.size = base, size
-        self.lock_dir = lock_dir if lock_dir is not None else Path(
-            os.environ.get("FAAS_VMM_UID_LOCK_DIR", "/run/faas-vmm-uids"))
-        self._free = list(range(base + size - 1, base - 1, -1))
-        self._locks: dict[int, int] = {}
-
-    def lease(self) -> int:
-        """A uid no other VM of any live server on this host holds; ``SandboxError`` if none."""
-        locking = self._lock_dir_ready()
-        for i in range(len(self._free) - 1, -1, -1):
-            uid = self._free[i]
-            if locking:
-                fd = self._try_lock(uid)
-                if fd is None:
-                    continue
-                self._locks[uid] = fd
-            del self._free[i]
-            return uid
-        raise SandboxError(f"no free VMM uid (all {self.size} in use on this host)")
-
-    def release(self, uid: int) -> None:
-        fd = self._locks.pop(uid, None)
-        if fd is not None:
-            os.close(fd)  # drops the flock
-        if self.base <= uid < self.base + self.size and uid not in self._free:
-            self._free.append(uid)
-
-    def _lock_dir_ready(self) -> bool:
-        try:
-            self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError:
-            return False
-        return True
-
-    def _try_lock(self, uid: int) -> int | None:
-        try:
-            fd = os.open(self.lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return None
-        return fd
-
-
-_default_uids = HostUidPool()
-
-
-def vmm_drops_privileges() -> bool:
-    """Whether VMMs get a host uid of their own: only a root server can give one."""
-    return os.geteuid() == 0 and os.environ.get("FAAS_QEMU_RUNAS", "1") != "0"
 
 
 # Resolved once in the parent: the child must not dlopen between fork and exec.
@@ -195,12 +114,12 @@ class MicroVM:
         self.warm_up = warm_up
         self.start_kind = "restored" if restore_from is not None else "cold"
         self.state = VMState.NEW
-        self._uids = uids if uids is not None else _default_uids
+        self._uids = uids if uids is not None else default_uids
         self.host_uid: int | None = None
         self.workdir: Path | None = None
         self.timings: dict[str, float] = {}
         self._popen: subprocess.Popen[bytes] | None = None
-        self._pidfd: int | None = None
+        self._watch: ExitWatch | None = None
         self._exited: asyncio.Future[int] | None = None
         self._channel: Channel | None = None
         self._streams: Streams | None = None
@@ -262,22 +181,13 @@ class MicroVM:
             log.close()
             if stdin is not subprocess.DEVNULL:
                 stdin.close()
-        (workdir / "vmm.pid").write_text(f"{self._popen.pid} {_start_time(self._popen.pid)}\n")
-        loop = asyncio.get_running_loop()
-        self._exited = loop.create_future()
+        (workdir / "vmm.pid").write_text(f"{self._popen.pid} {start_time(self._popen.pid)}\n")
         try:
-            self._pidfd = os.pidfd_open(self._popen.pid)
+            self._watch = ExitWatch.of(self._popen)
         except OSError as exc:
             self._signal_kill()
             raise SandboxError(f"pidfd_open failed: {exc}") from exc
-        loop.add_reader(self._pidfd, self._on_exit)
-
-    def _on_exit(self) -> None:
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-        rc = self._popen.wait() if self._popen is not None else -1
-        if self._exited is not None and not self._exited.done():
-            self._exited.set_result(rc)
+        self._exited = self._watch.exited()
 
     async def wait_ready(self) -> None:
         """Connect to the agent and read its HELLO. Raises ``SandboxError`` if the VM dies."""
@@ -432,47 +342,15 @@ class MicroVM:
         finally:
             self._finish()
 
-    def kill_sync(self) -> None:
-        """Blocking teardown for when no loop runs (interpreter exit, sync callers)."""
-        self.state = VMState.KILLED
-        self._signal_kill()
-        if self._popen is not None and self._popen.returncode is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._popen.wait(timeout=_KILL_WAIT_S)
-        self._finish()
-
     def _finish(self) -> None:
-        popen = self._popen
-        if popen is not None and popen.poll() is None:
-            self._reap_later()
-            return
-        self._close_pidfd()
-        self._remove_workdir()
-
-    def _reap_later(self) -> None:
-        pidfd = self._pidfd
-        if pidfd is None:
-            return
-        loop = asyncio.get_running_loop()
-        _pending_reaps.add(self)
-
-        def reap() -> None:
-            loop.remove_reader(pidfd)
-            if self._popen is not None:
-                self._popen.wait()
-            self._close_pidfd()
+        """Reap the VMM (now, or from a loop callback as soon as it dies), then remove
+        the work folder and give the uid back."""
+        if self._watch is not None:
+            self._watch.release(then=self._remove_workdir)
+        elif self._popen is None or self._popen.poll() is not None:
             self._remove_workdir()
-            _pending_reaps.discard(self)
-
-        loop.remove_reader(pidfd)
-        loop.add_reader(pidfd, reap)
-
-    def _close_pidfd(self) -> None:
-        if self._pidfd is not None:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        # else: no watch on a live VMM (pidfd_open failed after it started): it was
+        # SIGKILLed; the crash sweep removes its folder once it is gone.
 
     def _remove_workdir(self) -> None:
         """Remove the work folder and give the uid back (the VMM is reaped, or never ran)."""
@@ -515,114 +393,3 @@ def one_line(text: str, limit: int = 600) -> str:
     if len(joined) > limit:
         joined = "..." + joined[-limit:]
     return " | ".join([*key, joined]) if key else joined
-
-
-def _start_time(pid: int) -> str:
-    """A live process's start time in clock ticks (field 22 of /proc/PID/stat);
-    '' when it is gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    return "" if fields[0] in ("Z", "X") else fields[19]
-
-
-def sweep_stale_workdirs(run_dir: Path | None = None, *, min_age_s: float = 60.0) -> list[Path]:
-    """Remove VM work folders (and kill their VMMs) left by servers that are gone.
-
-    A folder named ``faas-vm-<owner>-*`` belongs to the server instance
-    ``owner`` (see ``faas.instance``): it is swept only when that instance no
-    longer runs, never while it does (two servers may share a run folder).
-    Its VMM, named with its start time in ``vmm.pid``, is SIGKILLed first if
-    it is still the same process and its command line names the folder (a
-    VMM outlives its server when PR_SET_PDEATHSIG did not fire, e.g. its
-    spawning thread had exited); its channel socket, console log and disk
-    overlays go with the folder. Folders without an owner id (older servers)
-    are stale when the process in ``vmm.pid`` is gone, or, without one, when
-    older than ``min_age_s``. Returns what was removed.
-    """
-    base = run_dir if run_dir is not None else Path(tempfile.gettempdir())
-    removed: list[Path] = []
-    try:
-        entries = list(base.glob("faas-vm-*"))
-    except OSError:
-        return removed
-    for workdir in entries:
-        owner = workdir_owner(workdir.name)
-        try:
-            if owner is not None:
-                stale = not instance.alive(owner)
-            else:
-                stale = _stale_without_owner(workdir, min_age_s)
-        except (OSError, ValueError):
-            continue
-        if stale and workdir.is_dir():
-            _kill_leftover_vmm(workdir)
-            shutil.rmtree(workdir, ignore_errors=True)
-            removed.append(workdir)
-    return removed
-
-
-def workdir_owner(name: str) -> str | None:
-    """The instance id in a work folder name ``faas-vm-<owner>-<random>``, or None
-    (a folder of an older server, whose random part could look like an id)."""
-    owner = name.removeprefix("faas-vm-").split("-", 1)[0]
-    return owner if name.startswith("faas-vm-") and instance.parse(owner) else None
-
-
-def _stale_without_owner(workdir: Path, min_age_s: float) -> bool:
-    try:
-        pid_text = (workdir / "vmm.pid").read_text().split()
-    except OSError:
-        pid_text = []
-    if pid_text:
-        return _start_time(int(pid_text[0])) != (pid_text[1] if len(pid_text) > 1 else "")
-    return time.time() - workdir.stat().st_mtime > min_age_s
-
-
-def _kill_leftover_vmm(workdir: Path, wait_s: float = 2.0) -> None:
-    """SIGKILL the VMM recorded in ``workdir/vmm.pid`` if it still runs; wait for it to die.
-
-    Only the very process recorded (same pid and start time) and only if its
-    command line mentions ``workdir``: a reused pid is never killed.
-    """
-    try:
-        pid_text = (workdir / "vmm.pid").read_text().split()
-        pid, started = int(pid_text[0]), pid_text[1]
-    except (OSError, ValueError, IndexError):
-        return
-    if _start_time(pid) != started:
-        return
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return
-    if str(workdir).encode() not in cmdline:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + wait_s
-    while _start_time(pid) == started and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-async def boot_probe(driver: Driver, config: VMConfig, *, timeout_s: float,
-                     run_dir: Path | None = None) -> tuple[bool, str, float]:
-    """Boot ``config`` with ``driver`` to the agent's HELLO, then destroy it.
-
-    Returns (booted, reason, ms to HELLO); never raises for a failed boot.
-    """
-    vm = MicroVM(driver, config, run_dir=run_dir)
-    try:
-        async with asyncio.timeout(timeout_s):
-            await vm.spawn()
-            await vm.wait_ready()
-        return True, f"{driver.name} booted the guest to the agent's HELLO", vm.timings["ready_ms"]
-    except TimeoutError:
-        tail = one_line(vm.console_tail(600))
-        return False, (f"the guest did not reach the agent's HELLO within {timeout_s:g}s"
-                       + (f"; VMM/console output: {tail}" if tail else "")), 0.0
-    except FaasError as exc:
-        return False, str(exc), 0.0
-    finally:
-        await vm.kill()

@@ -1,10 +1,9 @@
 """Run one child process on the asyncio loop with bounded output and a hard deadline.
 
-This is the core the guest agent serves over its channel, and the namespace
-sandbox drives directly (a Python start inside the sandbox would cost several
-times the bubblewrap floor). No asyncio child watcher and no threads: pipes are
-non-blocking fds watched with ``add_reader``/``add_writer`` and exit is a
-``pidfd``.
+The guest agent serves this over its channel and the namespace sandbox drives
+it directly (a Python start inside the sandbox would cost several times the
+bubblewrap floor). Pipes are non-blocking fds watched with
+``add_reader``/``add_writer``; the exit is an ``ExitWatch``.
 
 Rules it keeps:
 
@@ -32,7 +31,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+
+from faas.proc.capture import CappedBuffer
+from faas.proc.exitwatch import ExitWatch
+from faas.proc.outcome import ProcessOutcome
 
 _CHUNK = 65536
 # After the main process exits, how long background children holding the
@@ -40,8 +42,6 @@ _CHUNK = 65536
 _EOF_GRACE_S = 0.25
 # After a kill, how long we wait for the tree to die and the pipes to close.
 _KILL_WAIT_S = 2.0
-
-_pending_reaps: set[ChildProcess] = set()
 _SIGPIPE = {signal.SIGPIPE}
 
 
@@ -61,41 +61,13 @@ def write_no_sigpipe(fd: int, data: bytes | memoryview) -> int:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-@dataclass(slots=True)
-class ProcessOutcome:
-    stdout: bytes
-    stderr: bytes
-    stdout_truncated: bool
-    stderr_truncated: bool
-    returncode: int | None  # negative: killed by that signal (subprocess convention)
-    timed_out: bool
-    duration_s: float
-
-
-class _Capture:
-    __slots__ = ("buf", "eof", "limit", "truncated")
-
-    def __init__(self, limit: int) -> None:
-        self.buf = bytearray()
-        self.limit = limit
-        self.truncated = False
-        self.eof = False
-
-    def feed(self, data: bytes) -> None:
-        room = self.limit - len(self.buf)
-        if len(data) > room:
-            self.truncated = True
-            data = data[: max(room, 0)]
-        self.buf += data
-
-
 class ChildProcess:
     """A spawned child whose pipes and exit are watched on the running loop."""
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
         self.pid = popen.pid
-        self._pidfd: int | None = os.pidfd_open(popen.pid)
+        self._watch = ExitWatch.of(popen)
         self.kill_hook: Callable[[], None] | None = None
         self._closed = False
 
@@ -152,28 +124,26 @@ class ChildProcess:
         """Feed ``stdin``, capture output, wait for exit or ``deadline`` (loop clock)."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        out, err = _Capture(output_limit), _Capture(output_limit)
+        out, err = CappedBuffer(output_limit), CappedBuffer(output_limit)
         finished = loop.create_future()
         exited = False
         grace: asyncio.TimerHandle | None = None
         popen = self._popen
         assert popen.stdin and popen.stdout and popen.stderr  # noqa: S101 - set by spawn()
         in_fd, out_fd, err_fd = popen.stdin.fileno(), popen.stdout.fileno(), popen.stderr.fileno()
-        pidfd = self._pidfd
-        assert pidfd is not None  # noqa: S101
         view = memoryview(stdin)
 
         def check_done() -> None:
             if exited and out.eof and err.eof and not finished.done():
                 finished.set_result(None)
 
-        def stop_reading(fd: int, cap: _Capture) -> None:
+        def stop_reading(fd: int, cap: CappedBuffer) -> None:
             if not cap.eof:
                 cap.eof = True
                 loop.remove_reader(fd)
             check_done()
 
-        def on_readable(fd: int, cap: _Capture) -> None:
+        def on_readable(fd: int, cap: CappedBuffer) -> None:
             try:
                 data = os.read(fd, _CHUNK)
             except BlockingIOError:
@@ -209,10 +179,8 @@ class ChildProcess:
             stop_reading(out_fd, out)
             stop_reading(err_fd, err)
 
-        def on_exit() -> None:
+        def on_exit(_: asyncio.Future[int]) -> None:
             nonlocal exited, grace
-            loop.remove_reader(pidfd)
-            popen.wait()
             exited = True
             close_stdin()
             grace = loop.call_later(_EOF_GRACE_S, give_up_on_pipes)
@@ -222,7 +190,8 @@ class ChildProcess:
             os.set_blocking(fd, False)
         loop.add_reader(out_fd, on_readable, out_fd, out)
         loop.add_reader(err_fd, on_readable, err_fd, err)
-        loop.add_reader(pidfd, on_exit)
+        exit_future = self._watch.exited()
+        exit_future.add_done_callback(on_exit)
         if view:
             loop.add_writer(in_fd, on_writable)
         else:
@@ -242,21 +211,21 @@ class ChildProcess:
         finally:
             if grace is not None:
                 grace.cancel()
+            exit_future.remove_done_callback(on_exit)
             # remove_reader/remove_writer are no-ops for fds no longer watched.
-            for fd in (out_fd, err_fd, pidfd):
+            for fd in (out_fd, err_fd):
                 loop.remove_reader(fd)
             if not finished.done():
                 finished.cancel()
             close_stdin()
             self._finish()
 
-        rc = popen.returncode
         return ProcessOutcome(
-            stdout=bytes(out.buf),
-            stderr=bytes(err.buf),
+            stdout=out.getvalue(),
+            stderr=err.getvalue(),
             stdout_truncated=out.truncated,
             stderr_truncated=err.truncated,
-            returncode=rc,
+            returncode=popen.returncode,
             timed_out=timed_out,
             duration_s=time.monotonic() - started,
         )
@@ -271,39 +240,10 @@ class ChildProcess:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
-        if popen.returncode is None and popen.poll() is None:
+        if popen.poll() is None:
             self.kill()
-            if popen.poll() is None:
-                self._reap_later()
-                return
-        self._close_pidfd()
-
-    def _reap_later(self) -> None:
-        pidfd = self._pidfd
-        assert pidfd is not None  # noqa: S101
-        loop = asyncio.get_running_loop()
-        _pending_reaps.add(self)
-
-        def reap() -> None:
-            loop.remove_reader(pidfd)
-            self._popen.wait()
-            self._close_pidfd()
-            _pending_reaps.discard(self)
-
-        loop.add_reader(pidfd, reap)
-
-    def _close_pidfd(self) -> None:
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
+        self._watch.release()
 
     async def aclose(self) -> None:
         """Kill, close and reap (for a child that was spawned but never communicated)."""
         self._finish()
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
