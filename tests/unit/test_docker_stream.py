@@ -31,7 +31,7 @@ def test_one_read_holds_everything() -> None:
     demux = Demux(1 << 20)
     demux.feed(WIRE)
     assert (demux.stdout, demux.stderr) == (WANT_OUT, WANT_ERR)
-    assert demux.truncated == {STDOUT: False, STDERR: False}
+    assert demux.truncated == (False, False)
 
 
 def test_byte_by_byte() -> None:
@@ -64,15 +64,15 @@ def test_each_stream_is_capped_on_its_own_and_flagged() -> None:
     feed_in_pieces(demux, wire, [3, 9, 12, 20])
     assert demux.stdout == b"a" * 7 + b"c" * 3
     assert demux.stderr == b"b" * 3
-    assert demux.truncated == {STDOUT: True, STDERR: False}
+    assert demux.truncated == (True, False)
 
 
 def test_exactly_at_the_cap_is_not_truncated() -> None:
     demux = Demux(4)
     demux.feed(frame(STDOUT, b"1234"))
-    assert demux.stdout == b"1234" and not demux.truncated[STDOUT]
+    assert demux.stdout == b"1234" and demux.truncated == (False, False)
     demux.feed(frame(STDOUT, b"5"))
-    assert demux.stdout == b"1234" and demux.truncated[STDOUT]
+    assert demux.stdout == b"1234" and demux.truncated == (True, False)
 
 
 def test_bytes_after_the_cap_are_consumed_not_misread_as_headers() -> None:

@@ -36,7 +36,7 @@ from faas.executors.docker.container import DEFAULT_USER, ContainerPolicy
 from faas.executors.docker.engine import DEFAULT_BASE_URL, Engine, StartRefused, Stream
 from faas.executors.docker.labels import MANAGED_LABEL, OWNER_LABEL
 from faas.executors.docker.stdio import pump, read_all
-from faas.executors.docker.stream import STDERR, STDOUT, Demux
+from faas.executors.docker.stream import Demux
 from faas.executors.docker.sweep import remove_dead_instances
 from faas.models import ExecutionSpec, InvocationResult
 from faas.proc.outcome import (
@@ -44,6 +44,8 @@ from faas.proc.outcome import (
     EXIT_NOT_FOUND,
     describe_exit,
     describe_oom,
+    describe_timeout,
+    not_found,
 )
 
 __all__ = ["DockerExecutor"]
@@ -67,7 +69,7 @@ def start_failure(message: str, command: str) -> tuple[int, str] | None:
     if "exec:" not in lowered and "executable file not found" not in lowered:
         return None
     if "not found" in lowered or "no such file or directory" in lowered:
-        return EXIT_NOT_FOUND, f"command not found: {command}"
+        return EXIT_NOT_FOUND, not_found(command)
     if "permission denied" in lowered or "exec format error" in lowered:
         return EXIT_NOT_EXECUTABLE, f"command not executable: {command}"
     return None
@@ -210,7 +212,7 @@ class DockerExecutor:
                 # Reported as the sandbox tier does: no exit status of our own kill.
                 result.timed_out = True
                 result.exit_code = result.signal = None
-                result.error = f"timed out after {budget:.3g}s; the container was killed"
+                result.error = describe_timeout("the container", budget)
                 if ran:
                     await _uninterrupted(self._engine.kill_container(name))
                     if conn is not None:
@@ -234,8 +236,7 @@ class DockerExecutor:
             else:
                 await _uninterrupted(self._remove(name))
         result.stdout, result.stderr = demux.stdout, demux.stderr
-        result.stdout_truncated = demux.truncated[STDOUT]
-        result.stderr_truncated = demux.truncated[STDERR]
+        result.stdout_truncated, result.stderr_truncated = demux.truncated
         return result
 
     # -- one container ---------------------------------------------------------
@@ -279,11 +280,8 @@ class DockerExecutor:
 
     @staticmethod
     def _describe(result: InvocationResult, status: int | None, oom_limit: int | None) -> None:
-        # The Engine reports a death by signal N as 128+N; describe_exit wants -N.
-        returncode = status
-        if status is not None and 128 < status <= 128 + 64:
-            returncode = -(status - 128)
-        result.exit_code, result.signal, result.error = describe_exit(returncode)
+        # The Engine reports a death by signal N as 128+N, as a shell would.
+        result.exit_code, result.signal, result.error = describe_exit(status, shell_status=True)
         if oom_limit is not None:  # worded as the sandbox tier words it (0: no limit)
             result.error = describe_oom(oom_limit or None)
 

@@ -9,6 +9,8 @@ cancelled at the deadline loses nothing already received.
 
 from __future__ import annotations
 
+from faas.proc.capture import CappedBuffer
+
 __all__ = ["STDERR", "STDOUT", "Demux"]
 
 STDOUT, STDERR = 1, 2
@@ -18,26 +20,31 @@ _HEADER = 8
 class Demux:
     """Demultiplexes the Engine's attach stream into capped stdout/stderr buffers.
 
-    Bytes past ``limit`` on a stream are read and dropped, so the container
-    never blocks on a full pipe, and the stream is flagged truncated. A frame
-    of an unknown stream id (0, stdin) counts as stdout.
+    Each stream is a ``faas.proc.capture.CappedBuffer``: bytes past ``limit``
+    are read and dropped, so the container never blocks on a full pipe, and
+    the stream is flagged truncated. A frame of an unknown stream id (0,
+    stdin) counts as stdout.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.data = {STDOUT: bytearray(), STDERR: bytearray()}
-        self.truncated = {STDOUT: False, STDERR: False}
+        self.buffers = {STDOUT: CappedBuffer(limit), STDERR: CappedBuffer(limit)}
         self._header = bytearray()
         self._stream = STDOUT
         self._left = 0
 
     @property
     def stdout(self) -> bytes:
-        return bytes(self.data[STDOUT])
+        return self.buffers[STDOUT].getvalue()
 
     @property
     def stderr(self) -> bytes:
-        return bytes(self.data[STDERR])
+        return self.buffers[STDERR].getvalue()
+
+    @property
+    def truncated(self) -> tuple[bool, bool]:
+        """(stdout truncated, stderr truncated)."""
+        return self.buffers[STDOUT].truncated, self.buffers[STDERR].truncated
 
     def feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -55,14 +62,6 @@ class Demux:
                 self._header.clear()
                 continue
             take = min(self._left, end - pos)
-            self._store(view[pos : pos + take])
+            self.buffers[self._stream].feed(view[pos : pos + take])
             pos += take
             self._left -= take
-
-    def _store(self, part: memoryview) -> None:
-        buf = self.data[self._stream]
-        room = self.limit - len(buf)
-        if room > 0:
-            buf += part[:room]
-        if len(part) > room:
-            self.truncated[self._stream] = True
