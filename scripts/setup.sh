@@ -53,8 +53,8 @@ fi
 # extracted from Debian's package without installing it: the docker tier adds
 # its socket-family rule to it. Without it the tier generates a profile from
 # the sandbox's policy (safe, but a denylist).
-if ! .venv/bin/python -c 'import sys; from faas.executors.docker_seccomp import DEFAULT_PROFILE_PATHS as p; sys.exit(not any(x.is_file() for x in p))'; then
-  .venv/bin/python -m faas.executors.docker_seccomp fetch >/dev/null \
+if ! .venv/bin/python -c 'import sys; from faas.executors.docker.seccomp_profile import DEFAULT_PROFILE_PATHS as p; sys.exit(not any(x.is_file() for x in p))'; then
+  .venv/bin/python -m faas.executors.docker.seccomp_profile fetch >/dev/null \
     || echo "setup: Docker's default seccomp profile could not be fetched; the docker tier will use its generated profile"
 fi
 echo "setup: done ($(.venv/bin/python --version), $(bwrap --version))"

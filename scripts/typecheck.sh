@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mypy --strict on the package, the benchmarks and every test folder.
 # Test folders with a conftest.py of their own are checked one at a time:
-# they are not packages (tests/docker must not shadow the docker SDK), so
+# they are not packages (their modules import each other by bare name), so
 # each conftest would otherwise be a second module named "conftest".
 set -euo pipefail
 cd "$(dirname "$0")/.."

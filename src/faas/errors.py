@@ -22,9 +22,9 @@
                                    or garbage (HTTP 502 when it surfaces to a client)
 
 Each backend translates the errors of the library it wraps into one of these
-(``raise SandboxError(...) from exc``) so callers never see ``OSError``, a
-Docker SDK exception or a database driver's exception. Store errors never
-carry a host path or a connection string with its password.
+(``raise SandboxError(...) from exc``) so callers never see ``OSError``, an
+httpx exception or a database driver's exception. Store errors never carry a
+host path or a connection string with its password.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
 
 from faas import instance
@@ -25,6 +24,7 @@ from faas.images.rootfs import ensure_rootfs_tar
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from docker_support import CallCheckedExecutor
+from engine_http import Daemon
 
 from helpers import record_tier
 
@@ -33,8 +33,8 @@ TIER = "docker (Docker Engine)"
 
 
 @pytest.fixture(scope="session")
-def docker_daemon() -> Iterator[docker.DockerClient]:
-    """A client of a daemon that answers; starts dockerd when none does."""
+def docker_daemon() -> Iterator[Daemon]:
+    """A client (plain httpx) of a daemon that answers; starts dockerd when none does."""
     proc = subprocess.run(
         [str(REPO / "scripts" / "ensure-dockerd.sh")], capture_output=True, text=True,
         timeout=180, check=False,
@@ -44,7 +44,7 @@ def docker_daemon() -> Iterator[docker.DockerClient]:
         record_tier(TIER, f"SKIPPED: {reason}")
         print(reason, file=sys.stderr)
         pytest.skip(reason)
-    client = docker.DockerClient(base_url="unix:///var/run/docker.sock", version="auto")
+    client = Daemon()
     record_tier(TIER, "ran")
     try:
         yield client
@@ -53,7 +53,7 @@ def docker_daemon() -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture(scope="session")
-def docker_image(docker_daemon: docker.DockerClient) -> str:
+def docker_image(docker_daemon: Daemon) -> str:
     """The guest rootfs imported as a local image; returns its tag."""
     ensure_docker_image(ensure_rootfs_tar(), DEFAULT_TAG)
     return DEFAULT_TAG
@@ -81,34 +81,33 @@ def _ours(owner: str) -> bool:
     return False
 
 
-def managed_containers(client: docker.DockerClient) -> list[str]:
+def managed_containers(client: Daemon) -> list[str]:
     """Managed containers (any state) made by this test process or its servers."""
-    found = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"})
-    return [f"{c.name} ({c.status})" for c in found
-            if _ours(str((c.labels or {}).get(INSTANCE_LABEL, "")))]
+    return [f"{c.name} ({c.status})" for c in client.containers(f"{MANAGED_LABEL}=1")
+            if _ours(c.labels.get(INSTANCE_LABEL, ""))]
 
 
 @pytest.fixture(scope="session")
-def volumes_at_start(docker_daemon: docker.DockerClient) -> set[str]:
-    return {v.name for v in docker_daemon.volumes.list()}
+def volumes_at_start(docker_daemon: Daemon) -> set[str]:
+    return docker_daemon.volumes()
 
 
 @pytest.fixture(autouse=True)
 def no_docker_leaks(
-    docker_daemon: docker.DockerClient, volumes_at_start: set[str]
+    docker_daemon: Daemon, volumes_at_start: set[str]
 ) -> Iterator[None]:
     """After every test: no container we labelled and no new volume may be left."""
     yield
     leaked = managed_containers(docker_daemon)
-    new_volumes = {v.name for v in docker_daemon.volumes.list()} - volumes_at_start
-    labelled = docker_daemon.volumes.list(filters={"label": f"{MANAGED_LABEL}=1"})
+    new_volumes = docker_daemon.volumes() - volumes_at_start
+    labelled = docker_daemon.volumes(f"{MANAGED_LABEL}=1")
     assert not leaked, f"leaked containers: {leaked}"
     assert not new_volumes and not labelled, f"leaked volumes: {new_volumes} {labelled}"
 
 
 @pytest.fixture
 async def executor(
-    docker_image: str, docker_daemon: docker.DockerClient
+    docker_image: str, docker_daemon: Daemon
 ) -> AsyncIterator[DockerExecutor]:
     """An executor whose every call is followed by a check that its container is gone."""
     ex = CallCheckedExecutor(docker_daemon, default_image=docker_image)

@@ -10,8 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
-from docker.models.containers import Container
+from engine_http import Container, Daemon, DaemonError
 
 from faas.executors.docker import OWNER_LABEL, REQUEST_LABEL, DockerExecutor
 from faas.models import ExecutionSpec, InvocationResult, Limits
@@ -36,10 +35,9 @@ def make_spec(
     )
 
 
-def owned_containers(client: docker.DockerClient, owner: str) -> list[str]:
+def owned_containers(client: Daemon, owner: str) -> list[str]:
     """Every container (any state) carrying ``faas.owner=<owner>``, as "name (status)"."""
-    found = client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})
-    return [f"{c.name} ({c.status})" for c in found]
+    return [f"{c.name} ({c.status})" for c in client.containers(f"{OWNER_LABEL}={owner}")]
 
 
 class CallCheckedExecutor(DockerExecutor):
@@ -52,7 +50,7 @@ class CallCheckedExecutor(DockerExecutor):
     the daemon still holds after a deadline) is pending.
     """
 
-    def __init__(self, client: docker.DockerClient, *, default_image: str) -> None:
+    def __init__(self, client: Daemon, *, default_image: str) -> None:
         super().__init__(default_image=default_image)
         self.client = client
         self.running = 0
@@ -79,21 +77,19 @@ class CallCheckedExecutor(DockerExecutor):
         assert not left, f"call {spec.request_id!r} left containers behind: {left}"
 
 
-def _ready_container(client: docker.DockerClient, request_id: str) -> Container | None:
+def _ready_container(client: Daemon, request_id: str) -> Container | None:
     """The request's container once its script is done (it made /tmp/.ready), else None."""
-    found = client.containers.list(filters={"label": f"{REQUEST_LABEL}={request_id}"})
+    found = client.containers(f"{REQUEST_LABEL}={request_id}", everything=False)
     if found:
-        container = found[0]
-        with contextlib.suppress(docker.errors.APIError):  # it may have just ended
-            if container.exec_run(["test", "-e", "/tmp/.ready"],
-                                  user="65534:65534").exit_code == 0:
-                container.reload()
-                return container
+        with contextlib.suppress(DaemonError):  # it may have just ended
+            if client.exec_run(found[0].id, ["test", "-e", "/tmp/.ready"],
+                               user="65534:65534") == 0:
+                return client.inspect(found[0].id)
     return None
 
 
 async def while_running(
-    executor: DockerExecutor, client: docker.DockerClient, script: str,
+    executor: DockerExecutor, client: Daemon, script: str,
     check: Callable[[Container], _T], *, timeout_s: float = 60.0, **limits: int,
 ) -> tuple[_T, InvocationResult]:
     """Run ``script`` in a container, call ``check`` on it while it runs, then let it end.
@@ -118,7 +114,8 @@ async def while_running(
             assert time.monotonic() < deadline, f"no ready container for {request_id} in time"
             await asyncio.sleep(0.05)
         value = await asyncio.to_thread(check, container)
-        await asyncio.to_thread(container.exec_run, ["touch", "/tmp/.go"], user="65534:65534")
+        await asyncio.to_thread(client.exec_run, container.id, ["touch", "/tmp/.go"],
+                                user="65534:65534")
         result = await task
     finally:
         if not task.done():

@@ -6,9 +6,9 @@ import asyncio
 import os
 import time
 
-import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
 from docker_support import make_spec
+from engine_http import Daemon
 
 from faas.errors import ExecutorUnavailable, ImageNotFound, ShuttingDown, ValidationError
 from faas.executors.base import Executor
@@ -19,9 +19,8 @@ from faas.images.rootfs import ensure_rootfs_tar
 pytestmark = pytest.mark.docker
 
 
-def containers_for(client: docker.DockerClient, request_id: str) -> list[str]:
-    found = client.containers.list(all=True, filters={"label": f"{REQUEST_LABEL}={request_id}"})
-    return [str(c.name) for c in found]
+def containers_for(client: Daemon, request_id: str) -> list[str]:
+    return [c.name for c in client.containers(f"{REQUEST_LABEL}={request_id}")]
 
 
 async def test_is_an_executor(executor: DockerExecutor) -> None:
@@ -102,7 +101,7 @@ async def test_command_not_executable(executor: DockerExecutor) -> None:
 
 
 async def test_timeout_keeps_partial_output_and_removes_container(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient
+    executor: DockerExecutor, docker_daemon: Daemon
 ) -> None:
     started = time.monotonic()
     result = await executor.run(make_spec(
@@ -168,7 +167,7 @@ async def test_output_exactly_at_cap_is_not_truncated(executor: DockerExecutor) 
 
 
 async def test_cancellation_removes_container(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient
+    executor: DockerExecutor, docker_daemon: Daemon
 ) -> None:
     task = asyncio.create_task(executor.run(make_spec(["sleep", "60"], request_id="cancel-case")))
     await asyncio.sleep(1.5)
@@ -179,7 +178,7 @@ async def test_cancellation_removes_container(
 
 
 async def test_cancellation_during_create_removes_container(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient
+    executor: DockerExecutor, docker_daemon: Daemon
 ) -> None:
     for delay in (0.0, 0.005, 0.02, 0.05):
         task = asyncio.create_task(
@@ -211,7 +210,7 @@ async def test_aclose_is_idempotent_and_final(docker_image: str) -> None:
 
 
 async def test_aclose_destroys_running_containers(
-    docker_image: str, docker_daemon: docker.DockerClient
+    docker_image: str, docker_daemon: Daemon
 ) -> None:
     ex = DockerExecutor(default_image=docker_image)
     task = asyncio.create_task(ex.run(make_spec(["sleep", "60"], request_id="aclose-case")))
@@ -241,7 +240,7 @@ async def test_init_option_runs(docker_image: str) -> None:
     assert result.exit_code == 0 and result.stdout != b"1\n"
 
 
-async def test_availability(docker_daemon: docker.DockerClient) -> None:
+async def test_availability(docker_daemon: Daemon) -> None:
     ok = await availability()
     assert ok.usable, ok.reason
     assert "Docker Engine" in ok.reason
@@ -260,8 +259,8 @@ async def test_unreachable_daemon_raises_executor_unavailable() -> None:
         await ex.aclose()
 
 
-def test_image_import_is_idempotent(docker_image: str, docker_daemon: docker.DockerClient) -> None:
-    first = docker_daemon.images.get(docker_image).id
+def test_image_import_is_idempotent(docker_image: str, docker_daemon: Daemon) -> None:
+    first = docker_daemon.image(docker_image)["Id"]
     started = time.monotonic()
     again = ensure_docker_image(ensure_rootfs_tar(), docker_image)
     assert again == first

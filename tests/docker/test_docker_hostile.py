@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
 from docker_support import make_spec
+from engine_http import Daemon
 
 from faas import instance
 from faas.errors import FaasError
@@ -58,37 +58,34 @@ def test_unread_stdin_is_dropped_every_time(docker_image: str) -> None:
 
 
 async def test_sweep_removes_only_dead_instances_containers(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient, docker_image: str
+    executor: DockerExecutor, docker_daemon: Daemon, docker_image: str
 ) -> None:
     dead_id, live_id = "1x1", instance.instance_id()
     assert not instance.alive(dead_id) and instance.alive(live_id)
     made = {
-        owner: docker_daemon.containers.create(
+        owner: docker_daemon.create(
             docker_image, ["true"], labels={MANAGED_LABEL: "1", INSTANCE_LABEL: owner},
         )
         for owner in (dead_id, live_id, "not-an-instance-id")
     }
     try:
         removed = await executor.sweep_dead_instances()
-        left = {c.id for c in docker_daemon.containers.list(
-            all=True, filters={"label": INSTANCE_LABEL})}
-        assert made[dead_id].id not in left
-        assert made[live_id].id in left and made["not-an-instance-id"].id in left
+        left = {c.id for c in docker_daemon.containers(INSTANCE_LABEL)}
+        assert made[dead_id] not in left
+        assert made[live_id] in left and made["not-an-instance-id"] in left
         assert removed >= 1
     finally:
         for container in made.values():
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+            docker_daemon.remove(container, missing_ok=True)
 
 
 async def test_containers_carry_the_instance_label(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient
+    executor: DockerExecutor, docker_daemon: Daemon
 ) -> None:
     task = asyncio.create_task(executor.run(make_spec(["sleep", "30"], request_id="labelled")))
     try:
         for _ in range(100):
-            found = docker_daemon.containers.list(
-                all=True, filters={"label": f"{REQUEST_LABEL}=labelled"})
+            found = docker_daemon.containers(f"{REQUEST_LABEL}=labelled")
             if found:
                 break
             await asyncio.sleep(0.1)
@@ -99,7 +96,7 @@ async def test_containers_carry_the_instance_label(
 
 
 async def test_deadline_during_a_slow_start_answers_on_time_and_leaves_nothing(
-    docker_image: str, docker_daemon: docker.DockerClient
+    docker_image: str, docker_daemon: Daemon
 ) -> None:
     # runc's environment handling is quadratic: here 40k variables made the start
     # take 6-16 s (10k: 1 s, 30k: 4 s, 60k: 13 s), while create stays under 0.5 s.
@@ -113,7 +110,7 @@ async def test_deadline_during_a_slow_start_answers_on_time_and_leaves_nothing(
         assert elapsed < 2 + 2, elapsed
     finally:
         await ex.aclose()  # waits for the removal the daemon held up
-    left = docker_daemon.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"})
+    left = docker_daemon.containers(f"{MANAGED_LABEL}=1")
     assert [c.name for c in left] == []
 
 

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
-from docker.models.containers import Container
 from docker_support import make_spec, while_running
+from engine_http import Container, Daemon, DaemonError
 
 from faas.executors.docker import MASKED_PATHS, REQUEST_LABEL, DockerExecutor
 
@@ -270,7 +269,7 @@ def cgroup_file(container_id: str, controller: str, name: str) -> Path:
 
 
 async def test_classic_fork_bomb_is_killed_at_the_deadline(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient
+    executor: DockerExecutor, docker_daemon: Daemon
 ) -> None:
     """The bomb fills the pids cgroup exactly to the request's limit, never past
     it, and the deadline ends it (the shell becomes `sleep` without forking, so
@@ -281,9 +280,9 @@ async def test_classic_fork_bomb_is_killed_at_the_deadline(
 
     async def sample() -> None:
         nonlocal peak, limit
-        label: dict[str, str | list[str] | bool] = {"label": f"{REQUEST_LABEL}={request_id}"}
-        while not (found := await asyncio.to_thread(docker_daemon.containers.list,
-                                                    filters=label)):
+        label = f"{REQUEST_LABEL}={request_id}"
+        while not (found := await asyncio.to_thread(docker_daemon.containers, label,
+                                                    everything=False)):
             await asyncio.sleep(0.02)
         current = cgroup_file(str(found[0].id), "pids", "pids.current")
         limit = (current.parent / "pids.max").read_text().strip()
@@ -307,9 +306,7 @@ async def test_classic_fork_bomb_is_killed_at_the_deadline(
     assert limit == "64", limit
     assert 48 <= peak <= 64, peak  # the bomb reached the limit and stopped there
     assert b"fork" in result.stderr, result.stderr[-300:]  # "can't fork"
-    remaining = docker_daemon.containers.list(
-        all=True, filters={"label": f"{REQUEST_LABEL}={request_id}"}
-    )
+    remaining = docker_daemon.containers(f"{REQUEST_LABEL}={request_id}")
     assert remaining == []
     # The host can still fork.
     assert subprocess.run(["true"], check=False).returncode == 0
@@ -366,7 +363,7 @@ CGROUP_MEMORY = (
 
 
 async def test_memory_limit_is_exactly_the_one_asked_for(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient
+    executor: DockerExecutor, docker_daemon: Daemon
 ) -> None:
     """96 MiB asked: the daemon holds 96 MiB of memory and no swap beyond it, and
     the container's own memory cgroup says the same."""
@@ -426,11 +423,11 @@ async def test_vsock_and_other_socket_families_are_refused(executor: DockerExecu
 async def test_both_default_profiles_refuse_vsock(
     docker_image: str, which: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from faas.executors import docker_seccomp
+    from faas.executors.docker import seccomp_profile
     if which == "generated":
-        monkeypatch.setattr(docker_seccomp, "DEFAULT_PROFILE_PATHS", ())
-    elif docker_seccomp.docker_default_profile() is None:
-        pytest.skip(f"no copy of Docker's default profile: {docker_seccomp.DEFAULT_PROFILE_PATHS}")
+        monkeypatch.setattr(seccomp_profile, "DEFAULT_PROFILE_PATHS", ())
+    elif seccomp_profile.docker_default_profile() is None:
+        pytest.skip(f"no copy of Docker's default profile: {seccomp_profile.DEFAULT_PROFILE_PATHS}")
     ex = DockerExecutor(default_image=docker_image)
     try:
         assert ex.seccomp_source == which
@@ -457,7 +454,7 @@ def _host_config(container: Container) -> dict[str, Any]:
 
 
 async def test_running_container_is_configured_as_documented(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient
+    executor: DockerExecutor, docker_daemon: Daemon
 ) -> None:
     """What the daemon really gave a running container, field by field."""
     config, result = await while_running(
@@ -482,7 +479,7 @@ async def test_running_container_is_configured_as_documented(
 
 
 async def test_ipc_namespace_cannot_be_joined(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient, docker_image: str
+    executor: DockerExecutor, docker_daemon: Daemon, docker_image: str
 ) -> None:
     """IPC mode private: no other container can join the invocation's IPC namespace
     (shareable would allow `--ipc container:<it>`) and no /dev/shm of it is mounted
@@ -490,16 +487,15 @@ async def test_ipc_namespace_cannot_be_joined(
     def try_to_join(container: Container) -> tuple[str, int]:
         joiner = f"faas-test-ipc-join-{secrets.token_hex(4)}"
         try:
-            docker_daemon.containers.run(
-                docker_image, ["true"], name=joiner, ipc_mode=f"container:{container.id}",
-                network_mode="none", log_config=docker.types.LogConfig(type="none"),
+            docker_daemon.run(
+                docker_image, ["true"], name=joiner, IpcMode=f"container:{container.id}",
+                NetworkMode="none", LogConfig={"Type": "none", "Config": {}},
             )
             outcome = "JOINED"
-        except docker.errors.APIError as exc:
+        except DaemonError as exc:
             outcome = f"refused: {exc.explanation}"
         finally:
-            with contextlib.suppress(docker.errors.NotFound):
-                docker_daemon.containers.get(joiner).remove(force=True)
+            docker_daemon.remove(joiner, missing_ok=True)
         host_mounts = Path("/proc/self/mountinfo").read_text().count(str(container.id))
         return outcome, host_mounts
 
@@ -511,7 +507,7 @@ async def test_ipc_namespace_cannot_be_joined(
 
 
 async def test_output_never_lands_on_the_host_disk(
-    executor: DockerExecutor, docker_daemon: docker.DockerClient
+    executor: DockerExecutor, docker_daemon: Daemon
 ) -> None:
     """Log driver none: no log file exists for the container and its output is in
     no file of the daemon's container folder."""
@@ -565,14 +561,14 @@ else:  # mov eax, 20 (i386 getpid); int 0x80; ret
 
 
 async def test_foreign_abis_are_killed_under_the_generated_profile(
-    docker_image: str, docker_daemon: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+    docker_image: str, docker_daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The generated profile lists only the x86-64 ABI: an i386 `int 0x80` or an
     x32 system call kills the process with SIGSYS (159 from the shell), as in the
     namespace sandbox. (The host runs i386 code: the same probe returns a pid there.)"""
-    from faas.executors import docker_seccomp
+    from faas.executors.docker import seccomp_profile
 
-    monkeypatch.setattr(docker_seccomp, "DEFAULT_PROFILE_PATHS", ())
+    monkeypatch.setattr(seccomp_profile, "DEFAULT_PROFILE_PATHS", ())
     ex = DockerExecutor(default_image=docker_image)
     try:
         assert ex.seccomp_source == "generated"

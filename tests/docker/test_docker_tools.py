@@ -7,9 +7,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
 import pytest
 from docker_support import make_spec
+from engine_http import Daemon, NotFound
 
 from faas.executors.docker import MANAGED_LABEL, DockerExecutor
 from faas.images.docker_image import SOURCE_LABEL, ensure_docker_image, main
@@ -20,26 +20,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_sweep_everything_removes_leftovers_of_a_crashed_server(
-    docker_image: str, docker_daemon: docker.DockerClient
+    docker_image: str, docker_daemon: Daemon
 ) -> None:
-    leftover = docker_daemon.containers.create(
+    leftover = docker_daemon.create(
         docker_image, ["sleep", "60"], labels={MANAGED_LABEL: "1", "faas.owner": "crashed"},
-        network_mode="none",
+        NetworkMode="none",
     )
-    leftover.start()
+    docker_daemon.start(leftover)
     ex = DockerExecutor(default_image=docker_image)
     try:
         assert await ex.sweep() == 0  # only its own by default
         assert await ex.sweep(everything=True) >= 1
     finally:
         await ex.aclose()
-    assert leftover.id is not None
-    with pytest.raises(docker.errors.NotFound):
-        docker_daemon.containers.get(leftover.id)
+    with pytest.raises(NotFound):
+        docker_daemon.inspect(leftover)
 
 
 def test_docker_import_cli(
-    tmp_path: Path, docker_daemon: docker.DockerClient, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, docker_daemon: Daemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tree = tmp_path / "tree"
     (tree / "etc").mkdir(parents=True)
@@ -51,9 +50,9 @@ def test_docker_import_cli(
     try:
         assert main(["--tar", str(tar_path), "--tag", tag]) == 0
         image_id = capsys.readouterr().out.split()[-1]
-        image = docker_daemon.images.get(tag)
-        assert image.id == image_id
-        assert image.labels[SOURCE_LABEL]
+        image = docker_daemon.image(tag)
+        assert image["Id"] == image_id
+        assert image["Config"]["Labels"][SOURCE_LABEL]
         # Same tarball: no new import. Changed tarball: the tag moves.
         assert ensure_docker_image(tar_path, tag) == image_id
         with tarfile.open(tar_path, "a") as tar:
@@ -62,10 +61,10 @@ def test_docker_import_cli(
         assert main(["--tar", str(tmp_path / "missing.tar"), "--tag", tag]) == 1
         assert "does not exist" in capsys.readouterr().err
     finally:
-        docker_daemon.images.remove(tag, force=True)
+        docker_daemon.remove_image(tag)
 
 
-def test_ensure_dockerd_is_idempotent(docker_daemon: docker.DockerClient) -> None:
+def test_ensure_dockerd_is_idempotent(docker_daemon: Daemon) -> None:
     script = REPO / "scripts" / "ensure-dockerd.sh"
     proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -85,23 +84,23 @@ def test_ensure_dockerd_says_why_it_cannot_start(tmp_path: Path) -> None:
 
 
 async def test_image_volumes_and_entrypoint_do_not_leak_or_interfere(
-    docker_image: str, docker_daemon: docker.DockerClient
+    docker_image: str, docker_daemon: Daemon
 ) -> None:
     """An image declaring a VOLUME and an ENTRYPOINT: the command runs as given, no volume stays."""
-    base = docker_daemon.containers.create(docker_image, ["true"], network_mode="none")
+    base = docker_daemon.create(docker_image, ["true"], NetworkMode="none")
     tag = "faas-test-volume:latest"
     try:
-        base.commit(repository="faas-test-volume", tag="latest",
-                    changes=['VOLUME /data', 'ENTRYPOINT ["/bin/false"]'])
+        docker_daemon.commit(base, repository="faas-test-volume", tag="latest",
+                             changes=['VOLUME /data', 'ENTRYPOINT ["/bin/false"]'])
     finally:
-        base.remove(force=True)
-    volumes_before = {v.name for v in docker_daemon.volumes.list()}
+        docker_daemon.remove(base)
+    volumes_before = docker_daemon.volumes()
     ex = DockerExecutor(default_image=tag)
     try:
         result = await ex.run(make_spec(["sh", "-c", "test -d /data && echo has-volume"]))
     finally:
         await ex.aclose()
-        docker_daemon.images.remove(tag, force=True)
+        docker_daemon.remove_image(tag)
     assert result.exit_code == 0, result
     assert result.stdout == b"has-volume\n"  # sh ran, not the image's /bin/false
-    assert {v.name for v in docker_daemon.volumes.list()} <= volumes_before
+    assert docker_daemon.volumes() <= volumes_before

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from faas.executors import docker_seccomp, seccomp
+from faas.executors import seccomp
+from faas.executors.docker import seccomp_profile
 
 ALLOW = 0x7FFF0000
 KILL = 0x80000000
@@ -105,7 +106,7 @@ def profile_action(profile: dict[str, Any], name: str, arg0: int) -> tuple[str, 
 
 
 def test_generated_docker_profile_renders_the_same_policy() -> None:
-    profile = json.loads(json.dumps(docker_seccomp.generated_profile()))
+    profile = json.loads(json.dumps(seccomp_profile.generated_profile()))
     assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
     assert profile["architectures"] == ["SCMP_ARCH_X86_64"]
     refused = ("SCMP_ACT_ERRNO", errno.EAFNOSUPPORT)
@@ -132,7 +133,7 @@ def test_docker_default_profile_gets_the_family_rule(tmp_path: Path) -> None:
     }
     path = tmp_path / "default.json"
     path.write_text(json.dumps(base))
-    text, which = docker_seccomp.profile((tmp_path / "missing.json", path))
+    text, which = seccomp_profile.profile((tmp_path / "missing.json", path))
     assert which == "docker-default+families"
     profile = json.loads(text)
     assert profile_action(profile, "read", 0) == ("SCMP_ACT_ALLOW", None)
@@ -146,16 +147,16 @@ def test_docker_default_profile_gets_the_family_rule(tmp_path: Path) -> None:
 def test_without_a_docker_default_the_generated_profile_is_used(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}')  # not an allowlist
-    text, which = docker_seccomp.profile((tmp_path / "missing.json", bad))
+    text, which = seccomp_profile.profile((tmp_path / "missing.json", bad))
     assert which == "generated"
-    assert json.loads(text) == docker_seccomp.generated_profile()
+    assert json.loads(text) == seccomp_profile.generated_profile()
 
 
 def test_dockers_own_default_profile_when_installed() -> None:
-    base = docker_seccomp.docker_default_profile()
+    base = seccomp_profile.docker_default_profile()
     if base is None:
-        pytest.skip(f"no copy of Docker's default profile: {docker_seccomp.DEFAULT_PROFILE_PATHS}")
-    profile = docker_seccomp.with_family_rule(base)
+        pytest.skip(f"no copy of Docker's default profile: {seccomp_profile.DEFAULT_PROFILE_PATHS}")
+    profile = seccomp_profile.with_family_rule(base)
     refused = ("SCMP_ACT_ERRNO", errno.EAFNOSUPPORT)
     assert profile_action(profile, "socket", AF_VSOCK) == refused
     assert profile_action(profile, "socket", 10) == ("SCMP_ACT_ALLOW", None)

@@ -13,7 +13,7 @@ architecture) kills the process.
 
 The policy is declarative (``BLOCKED_X86_64``, ``CLONE_NEW_MASK``,
 ``SYS_CLONE3``, ``ALLOWED_SOCKET_FAMILIES``); this module renders it as a
-classic-BPF program, ``faas.executors.docker_seccomp`` renders the same
+classic-BPF program, ``faas.executors.docker.seccomp_profile`` renders the same
 policy as a Docker seccomp profile.
 
 bubblewrap loads the program (``--seccomp FD``) right before it executes the

@@ -12,36 +12,25 @@ guest root filesystem from ``faas.images.rootfs.ensure_rootfs_tar``.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import docker.errors  # binds `docker` too; keeps isort from mistaking tests/docker
-import requests
-
 from faas.errors import ExecutorUnavailable, FaasError, SandboxError
+from faas.executors.docker.engine import DEFAULT_BASE_URL, Engine
 from faas.images.common import sha256_file
 
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TAG", "SOURCE_LABEL", "ensure_docker_image", "main"]
+
 DEFAULT_TAG = "faas-rootfs:latest"
-DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
 SOURCE_LABEL = "faas.source_sha256"
 # An imported tarball has no image config; give it a usable PATH and cwd.
 _IMAGE_CHANGES = (
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "WORKDIR /",
 )
-
-
-def _client(base_url: str, timeout_s: float) -> docker.DockerClient:
-    try:
-        client = docker.DockerClient(base_url=base_url, version="auto", timeout=int(timeout_s))
-    except docker.errors.DockerException as exc:
-        raise ExecutorUnavailable(
-            f"cannot reach the Docker daemon at {base_url}: {exc} "
-            "(is dockerd running? scripts/ensure-dockerd.sh starts one)"
-        ) from exc
-    return client
+_CHUNK = 1024 * 1024
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -64,6 +53,7 @@ def ensure_docker_image(
     Idempotent: the image carries ``faas.source_sha256``; when ``tag`` exists
     with the same hash nothing is imported. When the tag held another
     tarball, the tag moves and the old image is removed if nothing uses it.
+    Blocking (it runs its own event loop): call it from synchronous code.
 
     Raises ``ExecutorUnavailable`` when the daemon cannot be reached and
     ``SandboxError`` when the import fails.
@@ -72,35 +62,46 @@ def ensure_docker_image(
     if not path.is_file():
         raise SandboxError(f"rootfs tarball {path} does not exist")
     digest = sha256_file(path)
-    repo, name = _split_tag(tag)
-    client = _client(base_url, timeout_s)
     try:
+        engine = Engine(base_url, timeout_s=timeout_s)
+    except ValueError as exc:
+        raise ExecutorUnavailable(f"cannot reach the Docker daemon at {base_url}: {exc}") from exc
+    return asyncio.run(_ensure(engine, path, digest, *_split_tag(tag)))
+
+
+async def _ensure(engine: Engine, path: Path, digest: str, repo: str, name: str) -> str:
+    try:
+        image = await engine.inspect_image(f"{repo}:{name}")
         old_id: str | None = None
-        try:
-            image = client.images.get(f"{repo}:{name}")
-        except docker.errors.ImageNotFound:
-            image = None
         if image is not None:
-            if (image.labels or {}).get(SOURCE_LABEL) == digest:
-                return str(image.id)
-            old_id = str(image.id)
+            if ((image.get("Config") or {}).get("Labels") or {}).get(SOURCE_LABEL) == digest:
+                return str(image["Id"])
+            old_id = str(image["Id"])
         changes = [*_IMAGE_CHANGES, f"LABEL {SOURCE_LABEL}={digest}"]
-        try:
-            client.api.import_image_from_file(
-                str(path), repository=repo, tag=name, changes=changes
-            )
-            new_id = str(client.images.get(f"{repo}:{name}").id)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise SandboxError(f"importing {path} as {repo}:{name} failed: {exc}") from exc
+        await engine.import_image(_chunks(path), repository=repo, tag=name, changes=changes)
+        imported = await engine.inspect_image(f"{repo}:{name}")
+        if imported is None:
+            raise SandboxError(f"importing {path} as {repo}:{name} left no such image")
+        new_id = str(imported["Id"])
         if old_id is not None and old_id != new_id:
-            # Still used by a container or another tag: leave it.
-            with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(old_id, noprune=False)
+            # Still used by a container or another tag: the daemon keeps it.
+            await engine.remove_image(old_id)
         return new_id
-    except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise SandboxError(f"Docker API error while ensuring image {tag}: {exc}") from exc
+    except ExecutorUnavailable as exc:
+        raise ExecutorUnavailable(
+            f"{exc} (is dockerd running? scripts/ensure-dockerd.sh starts one)"
+        ) from exc
+    except (KeyError, TypeError, OSError) as exc:
+        raise SandboxError(f"Docker API error while ensuring image {repo}:{name}: {exc!r}") from exc
     finally:
-        client.close()
+        await engine.aclose()
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    """The tarball in 1 MiB pieces (read in a thread; it can be hundreds of MB)."""
+    with path.open("rb") as tar:
+        while chunk := await asyncio.to_thread(tar.read, _CHUNK):
+            yield chunk
 
 
 def main(argv: Sequence[str] | None = None) -> int:

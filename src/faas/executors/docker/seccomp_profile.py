@@ -14,7 +14,7 @@ netlink allowed; any other family EAFNOSUPPORT):
    ``golang-github-docker-docker-dev`` (same source package as ``docker.io``).
    That package drags in a Go toolchain, so setup extracts just the one file
    into ``<cache>/seccomp/docker-default.json`` (``python -m
-   faas.executors.docker_seccomp fetch``: ``apt-get download`` and
+   faas.executors.docker.seccomp_profile fetch``: ``apt-get download`` and
    ``dpkg-deb``, no install); an installed package is used as well.
    ``socket`` and ``socketpair`` are taken out of its unconditional allow
    list and allowed only for the four families.
@@ -178,8 +178,8 @@ def fetch(target: Path = DEFAULT_PROFILE_PATHS[0]) -> Path:
     return target
 
 
-if __name__ == "__main__":  # python -m faas.executors.docker_seccomp fetch
+if __name__ == "__main__":  # python -m faas.executors.docker.seccomp_profile fetch
     if sys.argv[1:] != ["fetch"]:
-        print("usage: python -m faas.executors.docker_seccomp fetch", file=sys.stderr)
+        print("usage: python -m faas.executors.docker.seccomp_profile fetch", file=sys.stderr)
         raise SystemExit(2)
     print(fetch())
