@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -94,6 +95,19 @@ def test_jailed_command_lays_out_the_chroot(fake_images: GuestImages, tmp_path: 
     assert (root / "scratch.ext4").stat().st_uid == 300007
     channel = driver.channel(VMConfig(images=fake_images), workdir)
     assert isinstance(channel, HybridVsockChannel) and channel.uds_path == root / "v.sock"
+
+
+def test_the_jail_id_is_one_the_jailer_accepts(fake_images: GuestImages, tmp_path: Path) -> None:
+    """``mkdtemp`` names may hold ``_``, which the jailer refuses ("Invalid instance ID")."""
+    driver = FirecrackerDriver(FirecrackerBinaries(Path("/fc"), Path("/jailer"), "t"),
+                               use_jailer=True)
+    workdir = tmp_path / "faas-vm-1a2b3c-x_y_z"
+    workdir.mkdir()
+    (workdir / "scratch.ext4").write_bytes(b"scratch")
+    argv = driver.command(VMConfig(images=fake_images, vsock=True), workdir, 300007)
+    jail = argv[argv.index("--id") + 1]
+    assert re.fullmatch(r"[A-Za-z0-9-]{1,64}", jail), jail
+    assert (workdir / "jail" / "firecracker" / jail / "root" / "config.json").is_file()
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

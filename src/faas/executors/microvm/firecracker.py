@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ class FirecrackerDriver:
     def _root(self, workdir: Path) -> Path:
         """Where Firecracker's own view of ``/`` is: the jail's root or the work folder."""
         if self.use_jailer:
-            return workdir / "jail" / "firecracker" / workdir.name / "root"
+            return workdir / "jail" / "firecracker" / jail_id(workdir) / "root"
         return workdir
 
     def channel(self, config: VMConfig, workdir: Path) -> Channel:
@@ -124,10 +125,17 @@ class FirecrackerDriver:
         jailer = self.binaries.jailer
         if jailer is None:
             raise ExecutorUnavailable("firecracker: the jailer was requested but not found")
-        return [str(jailer), "--id", workdir.name, "--exec-file",
+        return [str(jailer), "--id", jail_id(workdir), "--exec-file",
                 str(self.binaries.firecracker), "--uid", str(uid), "--gid", str(uid),
                 "--chroot-base-dir", str(workdir / "jail"), "--",
                 "--no-api", "--config-file", "config.json", "--level", "Warning"]
+
+
+def jail_id(workdir: Path) -> str:
+    """The jailer's ``--id`` for a VM: its work folder's name in the only characters the
+    jailer accepts (letters, digits, ``-``; at most 64). ``mkdtemp`` names may hold ``_``,
+    which the jailer refuses; the id needs no uniqueness beyond the VM's own chroot base."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", workdir.name)[:64]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
