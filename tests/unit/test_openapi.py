@@ -253,7 +253,8 @@ def test_whatever_the_schema_allows_the_server_accepts() -> None:
         # ?version= pins a deployed version; none is deployed here: the documented 404.
         pinned = response.status_code == 404 and "version" in (case.query or {})
         if response.status_code != 200 and not unavailable and not pinned:
-            refused.append(f"{response.status_code} {response.text[:200]} for {case.query} {case.body!r:.300}")
+            refused.append(f"{response.status_code} {response.text[:200]} for {case.query} "
+                           f"{case.body!r:.300}")
 
     run()
     assert not refused, refused
