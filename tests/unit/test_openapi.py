@@ -453,9 +453,9 @@ async def test_the_functions_routes_answer_as_documented(tmp_path: Any) -> None:
                     assert str(status) in doc["paths"][path][method]["responses"]
             raw = {"200": await c.post("/function/f"), "500": await c.post("/function/bad"),
                    "504": await c.post("/function/s")}
-            for status, r in raw.items():
-                assert r.status_code == int(status) and r.headers["x-request-id"]
-                assert status in doc["paths"]["/function/{function_id}"]["post"]["responses"]
+            for code, r in raw.items():
+                assert r.status_code == int(code) and r.headers["x-request-id"]
+                assert code in doc["paths"]["/function/{function_id}"]["post"]["responses"]
             assert raw["500"].headers["x-faas-error"] == "why"
             r = await c.delete("/functions/f")
             assert r.status_code == 204 and "204" in doc["paths"][FUNCTION]["delete"]["responses"]
