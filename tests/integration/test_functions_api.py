@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from faas.config import Settings
+from faas.errors import StoreUnavailable
 from faas.executors.base import Executor
 from faas.executors.registry import build_executors
 from faas.functions import Functions
@@ -328,6 +329,20 @@ async def test_metrics_label_deployed_ids_only(api: Api) -> None:
                         'function="adhoc",outcome="ok"') == 3
     assert "random-" not in text
     assert (await api.client.get("/functions/dep")).json()["invocations"] == {"error": 1}
+
+
+async def test_a_count_the_store_cannot_write_never_fails_the_call(
+        api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    await api.deploy("counted", command=["echo", "ran"])
+
+    async def broken(*args: object) -> None:
+        raise StoreUnavailable("the database is gone")
+
+    monkeypatch.setattr(api.functions.store, "count_invocation", broken)
+    r = await api.invoke("counted")
+    assert r.status_code == 200 and r.json()["stdout"] == "ran\n"
+    await asyncio.sleep(0.1)
+    assert "could not count an invocation of counted v1 (ok)" in caplog.text
 
 
 # -- the raw route ----------------------------------------------------------------
