@@ -40,7 +40,7 @@ KEYS = ("command", "image", "executor", "env_vars", "timeout_s", "memory_mb", "v
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A response header value: a media type, printable ASCII (no CR/LF: it is sent as a header).
-_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}"
+CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}"
                            r"(?:[ ]?;[ ]?[A-Za-z0-9!#$&^_.+-]{1,64}=[\x21-\x7e]{1,64}){0,4}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -144,7 +144,7 @@ class _Checker:
     def content_type(self, value: Any) -> str | None:
         if value is None:
             return None
-        if not isinstance(value, str) or not _CONTENT_TYPE.fullmatch(value):
+        if not isinstance(value, str) or not CONTENT_TYPE.fullmatch(value):
             self.bad("content_type", "must be a media type such as text/plain; charset=utf-8 "
                                      "(printable ASCII)")
             return None

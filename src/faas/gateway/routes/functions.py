@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from faas.errors import FaasError, InvalidSpec, ValidationError
 from faas.functions import MAX_SPEC_BYTES, parse_spec
+from faas.functions.spec import CONTENT_TYPE, MAX_FUNCTION_CONCURRENCY
 from faas.functions.views import function_json, summary_json, version_json
 from faas.gateway.body import (
     ClientGone,
@@ -46,6 +47,7 @@ from faas.gateway.schemas import (
     SpecProblems,
 )
 from faas.logs import clip
+from faas.models import MAX_ARGS, MAX_ENV_VARS
 from faas.store import (
     FUNCTION_ID_PATTERN,
     MAX_LABEL_FILTERS,
@@ -53,7 +55,12 @@ from faas.store import (
     BundleRef,
     FunctionSpec,
 )
-from faas.store.records import MAX_VERSION
+from faas.store.records import (
+    MAX_LABEL_KEY_CHARS,
+    MAX_LABEL_VALUE_CHARS,
+    MAX_LABELS,
+    MAX_VERSION,
+)
 
 log = logging.getLogger("faas.gateway")
 #: Multipart framing around the spec and the bundle: boundaries, part headers.
@@ -81,6 +88,30 @@ PUT_RESPONSES: Responses = {
     429: _error("too many large request bodies in memory"),
     **_STORE,
 }
+
+
+def spec_schema(gateway: Gateway, executors: set[str]) -> dict[str, Any]:
+    """``FunctionSpecBody``'s schema with this server's bounds (what ``parse_spec`` checks)."""
+    schema = FunctionSpecBody.model_json_schema()
+    props, s = schema["properties"], gateway.settings
+    text = {"type": "string", "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"}
+    props["command"].update(maxItems=MAX_ARGS, items={"type": "string", "pattern": "^[^\x00]*$"})
+    props["command"]["prefixItems"] = [{"type": "string", "minLength": 1,
+                                        "pattern": "^[^\x00]*$"}]
+    for key, extra in (("image", {}), ("executor", {"enum": sorted(executors)})):
+        props[key] = {"anyOf": [{**text, "minLength": 1, "maxLength": 64, **extra},
+                                {"type": "null"}], "default": None}
+    for key, high in (("timeout_s", s.max_timeout_s), ("memory_mb", s.max_memory_mb),
+                      ("vcpus", s.max_vcpus), ("max_concurrency", MAX_FUNCTION_CONCURRENCY)):
+        props[key]["anyOf"][0]["maximum"] = high
+    props["env_vars"].update(maxProperties=MAX_ENV_VARS, propertyNames={
+        "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,255}$"},
+        additionalProperties={"type": "string", "pattern": "^[^\x00]*$"})
+    props["labels"].update(maxProperties=MAX_LABELS, propertyNames={
+        "minLength": 1, "maxLength": MAX_LABEL_KEY_CHARS, "pattern": r"^[^=\x00-\x1f\x7f-\x9f]*$"},
+        additionalProperties={**text, "maxLength": MAX_LABEL_VALUE_CHARS})
+    props["content_type"]["pattern"] = "^" + CONTENT_TYPE.pattern + "$"
+    return schema
 
 
 def put_parameters(function_id: DeployedId) -> None:
@@ -169,7 +200,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
         summary="Deploy a new version of a function", response_model=FunctionVersionAnswer,
         response_description="the version created", responses=PUT_RESPONSES, openapi_extra={
             "requestBody": {"required": True, "content": {
-                "application/json": {"schema": FunctionSpecBody.model_json_schema()},
+                "application/json": {"schema": spec_schema(gateway, executors)},
                 "multipart/form-data": {"schema": {
                     "type": "object", "required": ["spec"], "properties": {
                         "spec": {"type": "string", "description": "the spec as JSON"},
