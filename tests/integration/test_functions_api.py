@@ -193,6 +193,9 @@ async def test_delete_lets_calls_in_flight_finish_and_new_calls_404(api: Api) ->
     call = asyncio.ensure_future(api.invoke("slow"))
     await asyncio.sleep(0.4)
     assert (await api.client.delete("/functions/slow")).status_code == 204
+    # At once, not a second later: {} is no ad hoc body, so the id is no longer deployed.
+    r = await api.invoke("slow")
+    assert r.status_code == 400 and "command" in r.json()["error"], r.text
     r = await call
     assert r.status_code == 200 and r.json()["stdout"] == "done\n"
     assert (await api.client.get("/functions/slow")).status_code == 404

@@ -16,6 +16,7 @@ from faas.bundles import BundleLimits, BundleStore
 from faas.config import Settings
 from faas.errors import AdmissionRejected, FaasError, InvocationTimeout, ValidationError
 from faas.functions.gates import Gates
+from faas.functions.recent import RecentLookups
 from faas.metrics import Metrics
 from faas.models import FunctionBundle
 from faas.store import FunctionSpec, Store, open_store
@@ -48,6 +49,7 @@ class Functions:
         self.bundles = bundles
         self.metrics = metrics
         self.gates = Gates(settings.max_queue)
+        self.recent = RecentLookups()
         self._counting: set[asyncio.Task[None]] = set()
 
     @classmethod

@@ -46,14 +46,19 @@ async def find_deployed(gateway: Gateway, function_id: str,
         if version is not None:
             raise NotFound("function not deployed")
         return None
-    try:
-        if version is not None:
+    if version is not None:
+        try:
             return await functions.store.get_version(function_id, version)
-        return (await functions.store.get_function(function_id)).latest
-    except NotFound:
-        if version is not None:
+        except NotFound:
             raise NotFound(f"function {function_id} has no version {version}") from None
-        return None
+    known, latest = functions.recent.get(function_id)
+    if not known:
+        try:
+            latest = (await functions.store.get_function(function_id)).latest
+        except NotFound:
+            latest = None
+        functions.recent.put(function_id, latest)
+    return latest
 
 
 async def _wait_disconnect(request: Request) -> None:

@@ -183,6 +183,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                 return error_response(415, "send the spec as application/json, or the spec and "
                                            "a bundle as multipart/form-data")
             version = await functions.store.put_function(function_id, spec)
+            functions.recent.forget(function_id)
             return OrjsonResponse(version_json(version), status_code=201)
         except ClientGone:
             return Response(status_code=499)
@@ -260,7 +261,10 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                 response_class=Response, responses=found)
     async def delete_function(function_id: DeployedId) -> Response:
         try:
-            await gateway.deployed().store.delete_function(function_id)
+            functions = gateway.deployed()
+            functions.recent.forget(function_id)  # before too: no call starts from it meanwhile
+            await functions.store.delete_function(function_id)
+            functions.recent.forget(function_id)
             return Response(status_code=204)
         except FaasError as exc:
             return _failure(exc)
