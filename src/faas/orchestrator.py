@@ -55,10 +55,6 @@ class Admission:
         self._sem = asyncio.Semaphore(limit)
         self._metrics = metrics
 
-    @property
-    def idle(self) -> bool:
-        return self.running == 0 and self.waiting == 0
-
     @contextlib.asynccontextmanager
     async def slot(self, deadline: float) -> AsyncIterator[None]:
         started = time.monotonic()
