@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bundle_support import HOSTILE, amake_bundle, data_folder, expected
 from faas.errors import SandboxError
 from faas.executors import seccomp
 from faas.executors.cgroups import Cgroups
@@ -30,7 +31,6 @@ from faas.executors.sandbox import SandboxExecutor
 from faas.executors.sandbox_policy import SandboxLayers, SandboxPolicy
 from faas.models import ExecutionSpec, FunctionBundle, InvocationResult, Limits
 from faas.proc.child import ChildProcess
-from bundle_support import HOSTILE, amake_bundle, data_folder, expected
 from helpers import (
     UID_BASE,
     UID_RANGE,

@@ -315,7 +315,7 @@ def _open_bundle(spec: ExecutionSpec) -> int | None:
     except OSError as exc:
         raise SandboxError(f"{what} is not available: {exc.strerror}") from exc
     for folder in (spec.bundle.path, *spec.bundle.path.parents):
-        if not os.stat(folder).st_mode & stat.S_IXOTH:
+        if not folder.stat().st_mode & stat.S_IXOTH:
             os.close(fd)
             raise SandboxError(f"{what} is out of the sandbox's reach: {folder} must be "
                                "traversable by others (chmod o+x, e.g. 0711)")
