@@ -1,0 +1,85 @@
+"""A deployed function's code at /function in microVMs: cold ones and pooled (restored) ones.
+
+A pooled VM booted before the call was known: the bundle travels in the
+REQUEST and the agent unpacks it into a read-only tmpfs. Also measures what a
+1 MiB bundle adds to a pooled call (printed; run with ``-s`` to see it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import statistics
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from microvm_support import assert_no_vm_leaks, make_spec
+
+from bundle_support import HOSTILE, amake_bundle, data_folder, expected
+from faas.executors.microvm import MicroVMSettings, QemuExecutor
+from faas.images.manifest import GuestImages
+
+pytestmark = pytest.mark.microvm
+HANDLER = ["python3", "/function/handler.py"]
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    folder = data_folder()
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.fixture
+async def pooled(settings: MicroVMSettings, images: GuestImages,
+                 run_dir: Path) -> AsyncIterator[QemuExecutor]:
+    executor = QemuExecutor(dataclasses.replace(settings, pool_min=2, pool_max=2,
+                                                snapshots=True), images)
+    yield executor
+    await executor.aclose()
+    assert_no_vm_leaks(run_dir)
+
+
+async def test_cold_vm_shows_the_bundle_read_only(qemu: QemuExecutor, data_dir: Path) -> None:
+    bundle = await amake_bundle(data_dir, "cold")
+    result = await qemu.run(make_spec(HANDLER, payload=b"hi", bundle=bundle))
+    assert (result.exit_code, result.stdout.decode()) == (0, expected("cold", "hi")), result
+    hostile = await qemu.run(make_spec(
+        ["sh", "-c", HOSTILE + "; grep ' /function ' /proc/self/mounts"], bundle=bundle))
+    options = hostile.stdout.split()[3].split(b",")
+    assert hostile.stdout.startswith(b"function /function tmpfs"), hostile
+    assert b"ro" in options and b"nosuid" in options and b"nodev" in options, hostile
+    bare = await qemu.run(make_spec(["sh", "-c", "ls -A /function; echo done"]))
+    assert bare.stdout == b"done\n", bare  # the image's empty mount point, nothing mounted
+
+
+async def test_pooled_vms_each_see_their_own_bundle(pooled: QemuExecutor,
+                                                    data_dir: Path) -> None:
+    one, two = await amake_bundle(data_dir, "one"), await amake_bundle(data_dir, "two")
+    first, second = await asyncio.gather(
+        pooled.run(make_spec(HANDLER, payload=b"a", bundle=one)),
+        pooled.run(make_spec(HANDLER, payload=b"b", bundle=two)))
+    assert first.stdout.decode() == expected("one", "a"), first
+    assert second.stdout.decode() == expected("two", "b"), second
+    assert "warm" in (first.start_kind, second.start_kind), (first, second)
+    hostile = await pooled.run(make_spec(["sh", "-c", HOSTILE], bundle=one))
+    assert (hostile.exit_code, hostile.stdout) == (0, b""), hostile
+
+
+async def test_what_a_1mib_bundle_adds_to_a_pooled_call(pooled: QemuExecutor,
+                                                        data_dir: Path) -> None:
+    small = await amake_bundle(data_dir, "small")
+    big = await amake_bundle(data_dir, "big", padding=1 << 20)
+    timings: dict[str, list[float]] = {"none": [], "tiny": [], "1MiB": []}
+    for _ in range(3):
+        for name, bundle in (("none", None), ("tiny", small), ("1MiB", big)):
+            await asyncio.sleep(1.0)  # let the pool refill: every call gets a warm VM
+            started = time.monotonic()
+            result = await pooled.run(make_spec(["cat"], payload=b"x", bundle=bundle))
+            timings[name].append((time.monotonic() - started) * 1000)
+            assert result.exit_code == 0 and result.start_kind == "warm", result
+    medians = {name: statistics.median(ms) for name, ms in timings.items()}
+    print(f"\npooled call medians (ms, 3 each): {medians}")
