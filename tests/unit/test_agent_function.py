@@ -82,18 +82,29 @@ def test_unpack_keeps_folders_files_and_inner_links(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("entries", [
     [("../x", "file", b"")], [("/etc/x", "file", b"")], [("a/./b", "file", b"")],
+    [("..", "dir", None)], [(".", "file", b"")],
     [("l", "link", "../..")], [("l", "link", "/etc/passwd")], [("d", "dev", None)],
     [("h", "hard", "/etc/passwd")],
     [("l", "link", "."), ("l/x", "file", b"")],  # through a link
-    [("a", "file", b""), ("a", "file", b"")],    # twice
     [("x/y", "file", b"")],                      # under no folder
-], ids=["dotdot", "absolute", "dot", "link-out", "link-abs", "device", "hardlink",
-        "via-link", "twice", "orphan"])
+], ids=["dotdot", "absolute", "dot", "dotdot-folder", "dot-file", "link-out", "link-abs",
+        "device", "hardlink", "via-link", "orphan"])
 def test_unpack_refuses_what_leaves_the_tree_or_is_not_plain(tmp_path: Path,
                                                              entries: list[tuple[str, str, object]],
                                                              ) -> None:
-    with pytest.raises((ValueError, OSError)):
-        unpack(tar_of(*entries), str(tmp_path / "root"))
+    """Refused by a check of the agent's own (ValueError), before anything is made."""
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(ValueError, match=r"bad entry name|outside|not under|not a folder"):
+        unpack(tar_of(*entries), str(root))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+    assert [p.name for p in root.iterdir()] in ([], ["l"])  # a link refused as it is made
+
+
+def test_unpack_never_creates_a_name_twice(tmp_path: Path) -> None:
+    with pytest.raises(FileExistsError):
+        unpack(tar_of(("a", "file", b"1"), ("a", "file", b"2")), str(tmp_path))
+    assert (tmp_path / "a").read_bytes() == b"1"
 
 
 async def test_guest_tar_is_the_stored_tree_made_once(data_dir: Path, tmp_path: Path) -> None:
