@@ -122,7 +122,9 @@ async def test_guest_tar_is_the_stored_tree_made_once(data_dir: Path, tmp_path: 
 def test_install_fills_a_tmpfs_then_makes_it_read_only(tmp_path: Path) -> None:
     tar = tar_of(("h.py", "file", b"print(1)"))
     script = (
-        "import os, sys; from faas.agent.function import install\n"
+        "import os, sys; from faas.agent.function import install, warm_up\n"
+        "assert warm_up(sys.argv[1]) and not os.path.ismount(sys.argv[1])\n"
+        "assert not os.listdir(sys.argv[1])\n"
         "install(sys.stdin.buffer.read(), target=sys.argv[1])\n"
         "print(open(sys.argv[1] + '/h.py').read())\n"
         "for line in open('/proc/self/mounts'):\n"

@@ -15,7 +15,7 @@ import contextlib
 import logging
 
 from faas.agent.execute import run_request
-from faas.agent.function import FunctionInstallError, install
+from faas.agent.function import FunctionInstallError, install, warm_up
 from faas.agent.reseed import reseed, set_clock
 from faas.errors import AgentProtocolError
 from faas.protocol import (
@@ -63,6 +63,8 @@ async def serve_stream(
                         # first real request; nothing of it stays but a pid.
                         await run_request(AgentRequest(["true"], {}, timeout_s=10.0),
                                           user=user, group=group, cwd=cwd)
+                        if run_as is not None:  # in a VM: root, commands as another user
+                            await asyncio.to_thread(warm_up)
                     writer.write(hello)
                     await writer.drain()
                     continue
