@@ -19,7 +19,10 @@ import pytest
 from microvm_support import assert_no_vm_leaks, make_spec
 
 from bundle_support import HOSTILE, amake_bundle, data_folder, expected
+from faas.errors import ExecutorUnavailable
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
+from faas.executors.microvm.config import VMConfig
+from faas.executors.microvm.vm import MicroVM
 from faas.images.manifest import GuestImages
 
 pytestmark = pytest.mark.microvm
@@ -86,3 +89,21 @@ async def test_what_a_1mib_bundle_adds_to_a_pooled_call(pooled: QemuExecutor,
             assert result.exit_code == 0 and result.start_kind == "warm", result
     medians = {name: statistics.median(ms) for name, ms in timings.items()}
     print(f"\npooled call medians (ms, 3 each): {medians}")
+
+
+async def test_a_bundle_call_to_an_agent_without_the_feature_is_refused_clearly(
+        qemu: QemuExecutor, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image built before agent 3 (HELLO without "function"): refused, never run bare."""
+    bundle = await amake_bundle(data_dir, "old")
+    acquire = qemu._acquire
+
+    async def old_agent(config: VMConfig, deadline: float, *,
+                        pooled: bool = True) -> tuple[MicroVM, str]:
+        vm, kind = await acquire(config, deadline, pooled=pooled)
+        vm.hello = {"agent": "2", "features": ["ping"]}
+        return vm, kind
+
+    monkeypatch.setattr(qemu, "_acquire", old_agent)
+    with pytest.raises(ExecutorUnavailable, match=r"agent \(version 2\) cannot show a "
+                       r"function's code at /function; rebuild the guest image"):
+        await qemu.run(make_spec(HANDLER, bundle=bundle))
