@@ -80,6 +80,7 @@ def warm_up(target: str = FUNCTION_DIR) -> bool:
 def unpack(tar: bytes, root: str) -> None:
     """Unpack ``tar`` (uncompressed) into the empty folder ``root``, refusing anything odd."""
     folders = {""}
+    links: list[tuple[str, str]] = []
     with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
         for member in archive:
             name = _checked_name(member.name)
@@ -102,14 +103,33 @@ def unpack(tar: bytes, root: str) -> None:
                     os.fchmod(fd, mode)  # past the umask
                     out.write(source.read())
             elif member.issym():
-                target = member.linkname
-                resolved = posixpath.normpath(posixpath.join(parent, target))
-                if (not target or target.startswith("/") or resolved == ".."
-                        or resolved.startswith("../")):
-                    raise ValueError(f"link {name!r} points outside the bundle")
-                path.symlink_to(target)
+                links.append((name, member.linkname))
             else:
                 raise ValueError(f"{name!r} is not a folder, file or symbolic link")
+    for name, target in links:  # last: every folder a target may pass through exists
+        if not _stays_inside(posixpath.dirname(name), target, folders):
+            raise ValueError(f"link {name!r} points outside the bundle")
+        Path(root, name).symlink_to(target)
+
+
+def _stays_inside(parent: str, target: str, folders: set[str]) -> bool:
+    """Whether ``target``, followed from folder ``parent``, ends inside the tree and
+    passes only through real folders of it (never another link), so this lexical
+    walk is what the kernel will do."""
+    if not target or target.startswith("/"):
+        return False
+    parts = parent.split("/") if parent else []
+    steps = [p for p in target.split("/") if p not in ("", ".")]
+    for i, step in enumerate(steps):
+        if step == "..":
+            if not parts:
+                return False
+            parts.pop()
+        else:
+            parts.append(step)
+            if i < len(steps) - 1 and "/".join(parts) not in folders:
+                return False
+    return True
 
 
 def _checked_name(name: str) -> str:
