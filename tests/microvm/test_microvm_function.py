@@ -19,8 +19,9 @@ import pytest
 from microvm_support import assert_no_vm_leaks, make_spec
 
 from bundle_support import HOSTILE, amake_bundle, data_folder, expected
-from faas.errors import ExecutorUnavailable
+from faas.errors import ExecutorUnavailable, ValidationError
 from faas.executors.microvm import MicroVMSettings, QemuExecutor
+from faas.executors.microvm import executor as microvm_executor
 from faas.executors.microvm.config import VMConfig
 from faas.executors.microvm.vm import MicroVM
 from faas.images.manifest import GuestImages
@@ -107,3 +108,17 @@ async def test_a_bundle_call_to_an_agent_without_the_feature_is_refused_clearly(
     with pytest.raises(ExecutorUnavailable, match=r"agent \(version 2\) cannot show a "
                        r"function's code at /function; rebuild the guest image"):
         await qemu.run(make_spec(HANDLER, bundle=bundle))
+
+
+async def test_code_that_would_not_fit_the_vm_is_refused_before_any_vm_starts(
+        qemu: QemuExecutor, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        run_dir: Path) -> None:
+    """The tar, its frame and the tmpfs copy all live in guest memory: a bundle over a
+    third of the VM is a 400 naming the sizes (the factor raised here so a small
+    bundle crosses it; no VM boots)."""
+    bundle = await amake_bundle(data_dir, "fat")
+    monkeypatch.setattr(microvm_executor, "_CODE_MEMORY_FACTOR", 1 << 20)
+    with pytest.raises(ValidationError, match=r"bytes as a tar\) does not fit a VM of "
+                       r"\d+ MiB: ask for more memory"):
+        await qemu.run(make_spec(HANDLER, bundle=bundle))
+    assert_no_vm_leaks(run_dir)

@@ -153,8 +153,9 @@ async def test_a_missing_or_unreachable_bundle_is_a_clear_error(make: Make, data
         await run(make(), ["true"], bundle=gone)
     bundle = await amake_bundle(data_dir, "private")
     data_dir.chmod(0o700)
-    with pytest.raises(SandboxError, match=f"out of the sandbox's reach: {data_dir} must be"):
+    with pytest.raises(SandboxError, match="out of the sandbox's reach: a folder above") as err:
         await run(make(), ["true"], bundle=bundle)
+    assert str(data_dir) not in str(err.value)
 
 
 # -- host uids ----------------------------------------------------------------

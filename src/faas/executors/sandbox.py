@@ -317,8 +317,11 @@ def _open_bundle(spec: ExecutionSpec) -> int | None:
     for folder in (spec.bundle.path, *spec.bundle.path.parents):
         if not folder.stat().st_mode & stat.S_IXOTH:
             os.close(fd)
-            raise SandboxError(f"{what} is out of the sandbox's reach: {folder} must be "
-                               "traversable by others (chmod o+x, e.g. 0711)")
+            # The host path goes to the server's log only, never to a caller.
+            log.error("%s: %s must be traversable by others (chmod o+x, e.g. 0711)",
+                      what, folder)
+            raise SandboxError(f"{what} is out of the sandbox's reach: a folder above it is "
+                               "not traversable by others (see the server log)")
     return fd
 
 

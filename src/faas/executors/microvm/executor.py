@@ -37,7 +37,13 @@ from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
 from typing import Any
 
-from faas.errors import ExecutorClosed, ExecutorUnavailable, FaasError, SandboxError
+from faas.errors import (
+    ExecutorClosed,
+    ExecutorUnavailable,
+    FaasError,
+    SandboxError,
+    ValidationError,
+)
 from faas.executors.base import Availability
 from faas.executors.microvm import qemu
 from faas.executors.microvm.bundle_tar import guest_tar
@@ -248,8 +254,8 @@ class VMExecutor:
         config = await self.vm_config(spec.limits)
         code = None if spec.bundle is None else await asyncio.to_thread(guest_tar, spec.bundle)
         if code is not None and _CODE_MEMORY_FACTOR * len(code) > config.memory_mib * MIB:
-            raise SandboxError(f"the function's code ({len(code)} bytes as a tar) does not fit "
-                               f"a VM of {config.memory_mib} MiB: ask for more memory")
+            raise ValidationError(f"the function's code ({len(code)} bytes as a tar) does not "
+                                  f"fit a VM of {config.memory_mib} MiB: ask for more memory")
         try:
             return await self._run_once(spec, config, started, pooled=True, code=code)
         except _PooledVMDied as exc:
