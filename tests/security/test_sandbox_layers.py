@@ -158,6 +158,18 @@ async def test_a_missing_or_unreachable_bundle_is_a_clear_error(make: Make, data
     assert str(data_dir) not in str(err.value)
 
 
+async def test_a_root_tree_without_a_function_folder_is_a_clear_error(
+        bwrap_available: None, data_dir: Path, tmp_path: Path) -> None:
+    bundle = await amake_bundle(data_dir, "tree")
+    executor = SandboxExecutor(uid_base=LAYER_UID_BASE, max_sandboxes=LAYER_SANDBOXES,
+                               rootfs=tmp_path)
+    try:
+        with pytest.raises(SandboxError, match="configured root tree has no /function"):
+            await run(executor, ["true"], bundle=bundle)
+    finally:
+        await executor.aclose()
+
+
 # -- host uids ----------------------------------------------------------------
 
 

@@ -167,6 +167,11 @@ class SandboxExecutor:
                 info_r, info_w = os.pipe()
                 block_r, block_w = os.pipe()
                 fds += [info_r, info_w, block_r, block_w]
+                if (spec.bundle is not None and self._rootfs is not None
+                        and not (self._rootfs / "function").is_dir()):
+                    # bubblewrap cannot make the mount point in a read-only root.
+                    raise SandboxError("the sandbox's configured root tree has no /function "
+                                       "folder to show the function's code at")
                 function_fd = _open_bundle(spec)
                 if function_fd is not None:
                     fds.append(function_fd)
