@@ -9,6 +9,8 @@ Each invocation gets a fresh sandbox:
   tree) and a few files from ``/etc``; a private size-capped tmpfs ``/tmp``;
   fresh ``/proc`` with the host's kernel command line masked; a minimal
   read-only ``/dev`` whose only writable part is a size-capped ``/dev/shm``;
+* a deployed function's code (``spec.bundle``) bound read-only at
+  ``/function`` (``SandboxPolicy.call_argv``); without a bundle, no ``/function``;
 * the command runs as uid 1000 inside, mapped to a host uid of its own
   (``sandbox_uid_base + slot``) that owns nothing on the host, so per-user
   rlimits count this sandbox alone and no host file is readable through
