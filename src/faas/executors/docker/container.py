@@ -4,7 +4,8 @@ Containers run with no network, a read-only root, a size-capped tmpfs
 ``/tmp``, all capabilities dropped, ``no-new-privileges``, a seccomp profile
 (``seccomp_profile``; or one the operator gives), memory (no swap), pids and
 CPU limits, rlimits, a private IPC namespace, logging off (output never lands
-on the host disk) and a non-root user. ``ContainerPolicy`` holds the
+on the host disk), a non-root user, and the call's code read-only at
+``/function`` (``function_mount``) if it has a bundle. ``ContainerPolicy`` holds the
 executor's settings; ``create_body`` adds one invocation's command, payload
 limits and labels.
 """
