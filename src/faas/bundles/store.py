@@ -6,6 +6,7 @@ in one step, so a bundle folder is either absent or complete)::
     bundles/<sha256>/files/     the unpacked tree (mount it read-only at /function)
     bundles/<sha256>/archive    the archive exactly as uploaded (its sha256 is the name)
     bundles/<sha256>/info.json  BundleInfo
+    bundles/<sha256>/guest.tar  made later by the microVM tier (its tar for the guest)
     bundles/.work-<instance id>-<random>/   a put or remove in progress
 
 ``put`` spools the upload into a work folder inside the store (same file
