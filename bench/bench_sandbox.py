@@ -25,7 +25,7 @@ from faas.executors.sandbox import SandboxExecutor
 
 def bare_bwrap(n: int) -> list[float]:
     ex = SandboxExecutor()
-    argv = ex.argv_for(64 << 20)
+    argv = [*ex.argv_for(64 << 20), *ex.policy.call_argv(None)]
     samples = []
     for _ in range(n):
         fd = ex.seccomp_fd()

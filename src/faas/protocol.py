@@ -27,6 +27,16 @@ again (header ``resumed: true``). A host
 sends PING only to an agent whose HELLO listed the feature, so old agents and
 old hosts keep working.
 
+FUNCTION (agent version 3, feature ``"function"``): a REQUEST may carry the
+deployed function's code as a second blob, an uncompressed tar of the
+bundle's tree (header ``bundle``: its sha256). The agent unpacks it into a
+size-capped tmpfs at ``/function``, remounts that read-only and only then
+runs the command. A host sends it only to an agent whose HELLO listed the
+feature; an old agent would reject the second blob. The agent reads a
+REQUEST of up to ``MAX_REQUEST_FRAME`` (the host is trusted); the host reads
+a REPLY only up to twice the output limit plus a MiB, so a guest cannot send
+it giant frames.
+
 A reader rejects a bad magic or version, a length over its limit, a header
 that is not a JSON object, and blob lengths that do not add up, with
 ``AgentProtocolError``; a stream that ends mid-frame raises it too.
@@ -49,6 +59,11 @@ _HEAD = struct.Struct(">4sBBHI")
 _U32 = struct.Struct(">I")
 HEAD_SIZE = _HEAD.size
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+#: The largest bundle tar a REQUEST may carry: the bundles' default unpacked
+#: maximum (250 MiB) plus tar's headers and padding for its 20 000 entries.
+MAX_BUNDLE_TAR = 280 * 1024 * 1024
+#: What the agent accepts from the host: stdin (as before) plus a bundle.
+MAX_REQUEST_FRAME = DEFAULT_MAX_FRAME + MAX_BUNDLE_TAR
 
 
 class Kind(enum.IntEnum):
@@ -152,11 +167,17 @@ class AgentRequest:
     stdin: bytes = b""
     timeout_s: float = 30.0
     output_limit: int = 1024 * 1024
+    #: The function's code for /function: (sha256, uncompressed tar), or None.
+    bundle: tuple[str, bytes] | None = None
 
     def encode(self) -> bytes:
-        header = {"command": self.command, "env": self.env, "timeout_s": self.timeout_s,
-                  "output_limit": self.output_limit}
-        return encode_frame(Kind.REQUEST, header, [self.stdin])
+        header: dict[str, Any] = {"command": self.command, "env": self.env,
+                                  "timeout_s": self.timeout_s,
+                                  "output_limit": self.output_limit}
+        if self.bundle is None:
+            return encode_frame(Kind.REQUEST, header, [self.stdin])
+        header["bundle"] = self.bundle[0]
+        return encode_frame(Kind.REQUEST, header, [self.stdin, self.bundle[1]])
 
     @classmethod
     def from_frame(cls, frame: Frame) -> AgentRequest:
@@ -174,9 +195,16 @@ class AgentRequest:
             raise AgentProtocolError("request timeout_s must be a positive number")
         if not isinstance(limit, int) or limit < 0:
             raise AgentProtocolError("request output_limit must be a non-negative integer")
-        if len(frame.blobs) != 1:
-            raise AgentProtocolError("request must carry exactly one blob (stdin)")
-        return cls(command, env, frame.blobs[0], float(timeout_s), limit)
+        sha256 = h.get("bundle")
+        if sha256 is not None and not isinstance(sha256, str):
+            raise AgentProtocolError("request bundle must be a string (its sha256)")
+        if len(frame.blobs) != (1 if sha256 is None else 2):
+            raise AgentProtocolError("request must carry one blob (stdin), and the bundle's "
+                                     "tar as a second if it names one")
+        bundle = None if sha256 is None else (sha256, frame.blobs[1])
+        if bundle is not None and len(bundle[1]) > MAX_BUNDLE_TAR:
+            raise AgentProtocolError(f"request bundle exceeds {MAX_BUNDLE_TAR} bytes")
+        return cls(command, env, frame.blobs[0], float(timeout_s), limit, bundle)
 
 
 def encode_ping(entropy: bytes, now: float, *, warmup: bool = False) -> bytes:

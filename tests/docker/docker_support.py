@@ -13,7 +13,7 @@ from typing import TypeVar
 from engine_http import Container, Daemon, DaemonError
 
 from faas.executors.docker import OWNER_LABEL, REQUEST_LABEL, DockerExecutor
-from faas.models import ExecutionSpec, InvocationResult, Limits
+from faas.models import ExecutionSpec, FunctionBundle, InvocationResult, Limits
 
 _T = TypeVar("_T")
 
@@ -24,14 +24,14 @@ GATE = "while [ ! -e /tmp/.go ]; do sleep 0.05; done"
 def make_spec(
     command: list[str], *, payload: bytes = b"", env: dict[str, str] | None = None,
     timeout_s: float = 30.0, image: str | None = None, request_id: str = "test",
-    **limits: int,
+    bundle: FunctionBundle | None = None, **limits: int,
 ) -> ExecutionSpec:
     """An ``ExecutionSpec`` whose deadline is ``timeout_s`` from now on the running loop."""
     loop = asyncio.get_running_loop()
     return ExecutionSpec(
         request_id=request_id, function_id="docker-test", command=tuple(command),
         env=env or {}, payload=payload, deadline=loop.time() + timeout_s,
-        limits=Limits(**limits), image=image,
+        limits=Limits(**limits), image=image, bundle=bundle,
     )
 
 

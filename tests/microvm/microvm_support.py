@@ -7,16 +7,17 @@ import os
 import time
 from pathlib import Path
 
-from faas.models import ExecutionSpec, Limits
+from faas.models import ExecutionSpec, FunctionBundle, Limits
 
 
 def make_spec(command: list[str], *, payload: bytes = b"", env: dict[str, str] | None = None,
-              timeout_s: float = 60.0, **limits: int) -> ExecutionSpec:
+              timeout_s: float = 60.0, bundle: FunctionBundle | None = None,
+              **limits: int) -> ExecutionSpec:
     loop = asyncio.get_running_loop()
     return ExecutionSpec(
         request_id="microvm-test", function_id="microvm", command=tuple(command),
         env=env or {}, payload=payload, deadline=loop.time() + timeout_s,
-        limits=Limits(**limits),
+        limits=Limits(**limits), bundle=bundle,
     )
 
 

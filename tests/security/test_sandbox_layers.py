@@ -18,16 +18,18 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from bundle_support import HOSTILE, amake_bundle, data_folder, expected
+from faas.errors import SandboxError
 from faas.executors import seccomp
 from faas.executors.cgroups import Cgroups
 from faas.executors.sandbox import SandboxExecutor
 from faas.executors.sandbox_policy import SandboxLayers, SandboxPolicy
-from faas.models import ExecutionSpec, InvocationResult, Limits
+from faas.models import ExecutionSpec, FunctionBundle, InvocationResult, Limits
 from faas.proc.child import ChildProcess
 from helpers import (
     UID_BASE,
@@ -75,13 +77,14 @@ def _servers() -> list[int]:
 
 
 async def run(executor: SandboxExecutor, command: list[str], *, timeout_s: float = 20,
-              payload: bytes = b"", check: bool = True, **limits: int) -> InvocationResult:
+              payload: bytes = b"", check: bool = True, bundle: FunctionBundle | None = None,
+              **limits: int) -> InvocationResult:
     """One call, then the per-call leak check: nothing below this process is left
     (``check=False`` for concurrent calls: the caller checks once they are all done)."""
     loop = asyncio.get_running_loop()
     spec = ExecutionSpec(request_id="layers", function_id="layers", command=tuple(command),
                          env={}, payload=payload, deadline=loop.time() + timeout_s,
-                         limits=Limits(**limits))
+                         limits=Limits(**limits), bundle=bundle)
     result = await executor.run(spec)
     if check:
         assert_nothing_left_by(os.getpid(), ignore=_servers())
@@ -104,6 +107,67 @@ async def wait_for(marker: str, count: int = 1, timeout_s: float = 10) -> list[P
         if len(found) >= count or time.monotonic() > until:
             return found
         await asyncio.sleep(0.02)
+
+
+# -- the function's code at /function ------------------------------------------
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    folder = data_folder()
+    yield folder
+    shutil.rmtree(folder)
+
+
+async def test_bundle_is_read_only_at_function_and_each_call_sees_its_own(
+        make: Make, data_dir: Path) -> None:
+    executor = make()
+    one, two = await amake_bundle(data_dir, "one"), await amake_bundle(data_dir, "two")
+    assert (data_dir / "bundles").stat().st_mode & 0o777 == 0o711
+    handler = ["python3", "/function/handler.py"]
+    result = await run(executor, handler, payload=b"hi", bundle=one)
+    assert (result.exit_code, result.stdout.decode()) == (0, expected("one", "hi")), result
+    first, second = await asyncio.gather(
+        run(executor, handler, payload=b"a", bundle=one, check=False),
+        run(executor, handler, payload=b"b", bundle=two, check=False))
+    assert first.stdout.decode() == expected("one", "a"), first
+    assert second.stdout.decode() == expected("two", "b"), second
+    hostile = await run(executor, ["sh", "-c", HOSTILE], bundle=one)
+    assert (hostile.exit_code, hostile.stdout) == (0, b""), hostile
+    mounted = await run(executor, ["sh", "-c", "grep ' /function ' /proc/self/mounts"],
+                        bundle=one)
+    options = mounted.stdout.split()[3].split(b",")
+    assert b"ro" in options and b"nosuid" in options and b"nodev" in options, mounted
+    assert (one.path / "handler.py").read_text().startswith("import sys")
+
+
+async def test_a_call_without_a_bundle_has_no_function_folder(make: Make) -> None:
+    result = await run(make(), ["sh", "-c", "test -e /function && echo there; ls /"])
+    assert result.exit_code == 0 and b"there" not in result.stdout and b"function" not in \
+        result.stdout, result
+
+
+async def test_a_missing_or_unreachable_bundle_is_a_clear_error(make: Make, data_dir: Path,
+                                                                 ) -> None:
+    gone = FunctionBundle("0" * 64, data_dir / "nosuch" / "files", 1)
+    with pytest.raises(SandboxError, match="code bundle 000000000000 is not available"):
+        await run(make(), ["true"], bundle=gone)
+    bundle = await amake_bundle(data_dir, "private")
+    data_dir.chmod(0o700)
+    with pytest.raises(SandboxError, match="out of the sandbox's reach: a folder above") as err:
+        await run(make(), ["true"], bundle=bundle)
+    assert str(data_dir) not in str(err.value)
+
+
+async def test_a_root_tree_without_a_function_folder_is_a_clear_error(
+        bwrap_available: None, data_dir: Path, tmp_path: Path) -> None:
+    bundle = await amake_bundle(data_dir, "tree")
+    executor = SandboxExecutor(uid_base=LAYER_UID_BASE, max_sandboxes=LAYER_SANDBOXES,
+                               rootfs=tmp_path)
+    try:
+        with pytest.raises(SandboxError, match="configured root tree has no /function"):
+            await run(executor, ["true"], bundle=bundle)
+    finally:
+        await executor.aclose()
 
 
 # -- host uids ----------------------------------------------------------------

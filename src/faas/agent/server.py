@@ -15,10 +15,12 @@ import contextlib
 import logging
 
 from faas.agent.execute import run_request
+from faas.agent.function import FunctionInstallError, install, warm_up
 from faas.agent.reseed import reseed, set_clock
 from faas.errors import AgentProtocolError
 from faas.protocol import (
-    DEFAULT_MAX_FRAME,
+    MAX_REQUEST_FRAME,
+    AgentReply,
     AgentRequest,
     Frame,
     Kind,
@@ -27,8 +29,9 @@ from faas.protocol import (
 )
 
 # 2: PING (snapshot-restore re-handshake), announced as a feature in HELLO.
-AGENT_VERSION = "2"
-FEATURES = ["ping"]
+# 3: a REQUEST may carry the function's code for /function (feature "function").
+AGENT_VERSION = "3"
+FEATURES = ["ping", "function"]
 log = logging.getLogger("faas.agent")
 
 
@@ -37,7 +40,7 @@ async def serve_stream(
     writer: asyncio.StreamWriter,
     *,
     once: bool = False,
-    max_frame: int = DEFAULT_MAX_FRAME,
+    max_frame: int = MAX_REQUEST_FRAME,
     run_as: tuple[int, int] | None = None,
     cwd: str | None = None,
 ) -> int:
@@ -60,6 +63,8 @@ async def serve_stream(
                         # first real request; nothing of it stays but a pid.
                         await run_request(AgentRequest(["true"], {}, timeout_s=10.0),
                                           user=user, group=group, cwd=cwd)
+                        if run_as is not None:  # in a VM: root, commands as another user
+                            await asyncio.to_thread(warm_up)
                     writer.write(hello)
                     await writer.drain()
                     continue
@@ -71,7 +76,15 @@ async def serve_stream(
                 writer.write(encode_frame(Kind.ERROR, {"error": str(exc)}))
                 await writer.drain()
                 break
-            reply = await run_request(request, user=user, group=group, cwd=cwd)
+            if request.bundle is not None:
+                try:
+                    await asyncio.to_thread(install, request.bundle[1])
+                except FunctionInstallError as exc:
+                    reply = AgentReply(error=str(exc))
+                else:
+                    reply = await run_request(request, user=user, group=group, cwd=cwd)
+            else:
+                reply = await run_request(request, user=user, group=group, cwd=cwd)
             writer.write(reply.encode())
             await writer.drain()
             served += 1

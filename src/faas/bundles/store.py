@@ -6,6 +6,7 @@ in one step, so a bundle folder is either absent or complete)::
     bundles/<sha256>/files/     the unpacked tree (mount it read-only at /function)
     bundles/<sha256>/archive    the archive exactly as uploaded (its sha256 is the name)
     bundles/<sha256>/info.json  BundleInfo
+    bundles/<sha256>/guest.tar  made later by the microVM tier (its tar for the guest)
     bundles/.work-<instance id>-<random>/   a put or remove in progress
 
 ``put`` spools the upload into a work folder inside the store (same file
@@ -86,7 +87,7 @@ class BundleStore:
         then. Hashing, writing and unpacking run in threads; cancelling the
         call stops the unpack within one chunk and removes what it made.
         """
-        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self._make_root)
         work = await asyncio.to_thread(self._new_work_folder)
         stop = threading.Event()
         receiving = True
@@ -145,6 +146,12 @@ class BundleStore:
         if not _SHA256.fullmatch(sha256):
             raise ValidationError("a bundle id is 64 lowercase hex digits (its sha256)")
         return self.root / sha256
+
+    def _make_root(self) -> None:
+        """``bundles/`` is 0711: the sandbox tier's unprivileged uids must pass
+        through it to a bundle, but nobody may list which bundles there are."""
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.root.chmod(0o711)
 
     def _new_work_folder(self) -> Path:
         work = self.root / f"{WORK_PREFIX}{instance.instance_id()}-{secrets.token_hex(8)}"

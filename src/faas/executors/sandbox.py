@@ -9,6 +9,8 @@ Each invocation gets a fresh sandbox:
   tree) and a few files from ``/etc``; a private size-capped tmpfs ``/tmp``;
   fresh ``/proc`` with the host's kernel command line masked; a minimal
   read-only ``/dev`` whose only writable part is a size-capped ``/dev/shm``;
+* a deployed function's code (``spec.bundle``) bound read-only at
+  ``/function`` (``SandboxPolicy.call_argv``); without a bundle, no ``/function``;
 * the command runs as uid 1000 inside, mapped to a host uid of its own
   (``sandbox_uid_base + slot``) that owns nothing on the host, so per-user
   rlimits count this sandbox alone and no host file is readable through
@@ -42,6 +44,7 @@ import logging
 import os
 import resource
 import shutil
+import stat
 from pathlib import Path
 
 from faas.config import default_cache_dir
@@ -166,7 +169,16 @@ class SandboxExecutor:
                 info_r, info_w = os.pipe()
                 block_r, block_w = os.pipe()
                 fds += [info_r, info_w, block_r, block_w]
+                if (spec.bundle is not None and self._rootfs is not None
+                        and not (self._rootfs / "function").is_dir()):
+                    # bubblewrap cannot make the mount point in a read-only root.
+                    raise SandboxError("the sandbox's configured root tree has no /function "
+                                       "folder to show the function's code at")
+                function_fd = _open_bundle(spec)
+                if function_fd is not None:
+                    fds.append(function_fd)
                 argv = [*self._launcher(spec, host_uid), *self.argv_for(limits.tmp_bytes),
+                        *self.policy.call_argv(function_fd),
                         "--args", str(env_fd), "--seccomp", str(seccomp_r),
                         "--info-fd", str(info_w), "--block-fd", str(block_r),
                         "--", *spec.command]
@@ -176,13 +188,14 @@ class SandboxExecutor:
                     # request's variables reach only the command (bwrap --setenv).
                     child = ChildProcess.spawn(argv, env=BASE_ENV, user=switch, group=switch,
                                                pass_fds=(seccomp_r, env_fd, info_w, block_r,
-                                                         self.empty_fd))
+                                                         self.empty_fd,
+                                                         *_fds_of(function_fd)))
                 except OSError as exc:
                     raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
                 self._children.add(child)
                 if group is not None and self.policy.layers.cgroup_kill:
                     child.kill_hook = group.kill_all
-                for fd in (seccomp_r, env_fd, info_w, block_r):
+                for fd in (seccomp_r, env_fd, info_w, block_r, *_fds_of(function_fd)):
                     os.close(fd)
                     fds.remove(fd)
                 fds.remove(block_w)  # _release closes it
@@ -293,6 +306,36 @@ class SandboxExecutor:
             os.close(self.empty_fd)
 
 
+def _open_bundle(spec: ExecutionSpec) -> int | None:
+    """An ``O_PATH`` descriptor of the call's unpacked bundle, opened as the server.
+
+    bubblewrap runs as the sandbox's unprivileged host uid and resolves the
+    folder's path itself, so every folder above it must be traversable by
+    others (``o+x``; 0711 keeps them unlistable): checked here, so a private
+    data folder is a clear error rather than bubblewrap's "Permission denied".
+    """
+    if spec.bundle is None:
+        return None
+    what = f"the function's code bundle {spec.bundle.sha256[:12]}"
+    try:
+        fd = os.open(spec.bundle.path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SandboxError(f"{what} is not available: {exc.strerror}") from exc
+    for folder in (spec.bundle.path, *spec.bundle.path.parents):
+        if not folder.stat().st_mode & stat.S_IXOTH:
+            os.close(fd)
+            # The host path goes to the server's log only, never to a caller.
+            log.error("%s: %s must be traversable by others (chmod o+x, e.g. 0711)",
+                      what, folder)
+            raise SandboxError(f"{what} is out of the sandbox's reach: a folder above it is "
+                               "not traversable by others (see the server log)")
+    return fd
+
+
+def _fds_of(fd: int | None) -> tuple[int, ...]:
+    return () if fd is None else (fd,)
+
+
 async def availability() -> Availability:
     """Whether bubblewrap can make a sandbox here: tries a real one."""
     bwrap = shutil.which("bwrap")
@@ -301,7 +344,8 @@ async def availability() -> Availability:
     ok, why = seccomp.supported()
     if not ok:
         return Availability(False, why)
-    argv = [*DEFAULT_POLICY.bwrap_argv(bwrap, tmp_bytes=1 << 20, rootfs=None), "--", "/bin/true"]
+    argv = [*DEFAULT_POLICY.bwrap_argv(bwrap, tmp_bytes=1 << 20, rootfs=None),
+            *DEFAULT_POLICY.call_argv(None), "--", "/bin/true"]
     try:
         child = ChildProcess.spawn(argv, env=BASE_ENV)
     except OSError as exc:

@@ -25,6 +25,8 @@ from types import MappingProxyType
 from faas.models import Limits
 
 MiB = 1024 * 1024
+#: Where a deployed function's code appears (read-only) inside the sandbox.
+FUNCTION_DIR = "/function"
 #: The launcher's and bubblewrap's whole environment, and the base of the command's.
 BASE_ENV: Mapping[str, str] = MappingProxyType({
     "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
@@ -102,9 +104,21 @@ class SandboxPolicy:
         argv += ["--dev", "/dev",
                  "--size", str(shm_bytes), "--perms", "1777", "--tmpfs", "/dev/shm",
                  "--remount-ro", "/dev",
-                 "--size", str(tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp",
-                 "--remount-ro", "/", "--chdir", "/tmp"]
+                 "--size", str(tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
         return argv
+
+    @staticmethod
+    def call_argv(function_fd: int | None) -> list[str]:
+        """The per-call end of the command line (after ``bwrap_argv``).
+
+        ``function_fd``: an ``O_PATH`` descriptor of the call's unpacked bundle
+        (it must be passed to the child), bound read-only at ``/function``.
+        The server opens it, so the sandbox's host uid needs no way to the
+        folder (the data folder may stay 0700), only to read what is in it.
+        The root goes read-only only after the mount point is made.
+        """
+        argv = [] if function_fd is None else ["--ro-bind-fd", str(function_fd), FUNCTION_DIR]
+        return [*argv, "--remount-ro", "/", "--chdir", "/tmp"]
 
     def rlimits(self, limits: Limits, *, cgroup_memory: bool) -> list[tuple[int, int]]:
         """(resource, value) pairs set before bubblewrap runs: the floor under the cgroup.

@@ -41,7 +41,7 @@ from faas.images.common import (
 )
 from faas.images.guest_init import INIT_SCRIPT
 
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"  # 3: an empty /function, the mount point of a function's code
 SUITE = "bookworm"
 PACKAGES = ("python3", "coreutils", "dash", "mount", "util-linux")
 # Docs, man pages and translations are dead weight in a sandbox.
@@ -120,6 +120,7 @@ def _stage(staging: Path) -> None:
             dfile=f"{GUEST_AGENT_DIR}/{name}", doraise=True,
             invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
         )
+    (staging / "function").mkdir()  # the agent mounts the function's code here
     init = staging / "sbin" / "faas-init"
     init.parent.mkdir(parents=True, exist_ok=True)
     init.write_text(INIT_SCRIPT)

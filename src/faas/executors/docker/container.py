@@ -4,7 +4,8 @@ Containers run with no network, a read-only root, a size-capped tmpfs
 ``/tmp``, all capabilities dropped, ``no-new-privileges``, a seccomp profile
 (``seccomp_profile``; or one the operator gives), memory (no swap), pids and
 CPU limits, rlimits, a private IPC namespace, logging off (output never lands
-on the host disk) and a non-root user. ``ContainerPolicy`` holds the
+on the host disk), a non-root user, and the call's code read-only at
+``/function`` (``function_mount``) if it has a bundle. ``ContainerPolicy`` holds the
 executor's settings; ``create_body`` adds one invocation's command, payload
 limits and labels.
 """
@@ -12,14 +13,17 @@ limits and labels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from faas.executors.docker.labels import container_labels
 from faas.models import ExecutionSpec
 
-__all__ = ["DEFAULT_USER", "GUEST_TMP", "MASKED_PATHS", "ContainerPolicy"]
+__all__ = ["DEFAULT_USER", "FUNCTION_DIR", "GUEST_TMP", "MASKED_PATHS", "ContainerPolicy",
+           "function_mount"]
 
 DEFAULT_USER = "65534:65534"  # nobody:nogroup
+FUNCTION_DIR = "/function"
 GUEST_TMP = "/tmp"  # noqa: S108 (the container's own tmpfs, not the host's /tmp)
 _SHM_MAX = 64 * 1024 * 1024
 # Setting MaskedPaths replaces Docker's defaults (moby oci/defaults.go): keep them
@@ -29,6 +33,21 @@ MASKED_PATHS = (
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
     "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/cmdline",
 )
+
+
+def function_mount(folder: Path) -> dict[str, Any]:
+    """The deployed function's code, bound read-only at ``/function``.
+
+    Only the folder itself (``NonRecursive``: no mount below it comes along),
+    and nothing propagates either way (``rprivate``). The Engine API has no
+    field for ``nosuid,nodev`` on a bind, so the files themselves are the
+    guard (the store writes 0644/0755 only: no device nodes, no setuid bits)
+    and ``no-new-privileges`` holds anyway. The daemon (root) resolves the
+    path, so the data folder may stay private; the files are world-readable,
+    so ``nobody`` reads them.
+    """
+    return {"Type": "bind", "Source": str(folder), "Target": FUNCTION_DIR, "ReadOnly": True,
+            "BindOptions": {"Propagation": "rprivate", "NonRecursive": True}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +96,8 @@ class ContainerPolicy:
         }
         if self.runtime:
             host_config["Runtime"] = self.runtime
+        if spec.bundle is not None:
+            host_config["Mounts"] = [function_mount(spec.bundle.path)]
         return {
             "Image": image,
             "Entrypoint": [""],  # the request's command runs as given, whatever the image says

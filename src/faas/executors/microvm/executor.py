@@ -37,9 +37,16 @@ from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
 from typing import Any
 
-from faas.errors import ExecutorClosed, ExecutorUnavailable, FaasError, SandboxError
+from faas.errors import (
+    ExecutorClosed,
+    ExecutorUnavailable,
+    FaasError,
+    SandboxError,
+    ValidationError,
+)
 from faas.executors.base import Availability
 from faas.executors.microvm import qemu
+from faas.executors.microvm.bundle_tar import guest_tar
 from faas.executors.microvm.config import MIB, MicroVMSettings, VMConfig
 from faas.executors.microvm.drivers import BEST, FIRECRACKER, QEMU, DriverChoice
 from faas.executors.microvm.snapshot import RestoreDriver, SnapshotStore
@@ -55,6 +62,9 @@ from faas.protocol import AgentReply, AgentRequest
 log = logging.getLogger("faas.microvm")
 # After a pooled VM's channel broke: how long to wait to see whether its VMM died.
 _EXIT_CHECK_S = 0.5
+# Guest memory a bundle of N tar bytes may take while it is unpacked: the
+# request frame, its blob, the tmpfs copy; refused past 1/3 of the VM.
+_CODE_MEMORY_FACTOR = 3
 
 
 class _PooledVMDied(SandboxError):
@@ -242,18 +252,22 @@ class VMExecutor:
     async def _run(self, spec: ExecutionSpec) -> InvocationResult:
         started = time.monotonic()
         config = await self.vm_config(spec.limits)
+        code = None if spec.bundle is None else await asyncio.to_thread(guest_tar, spec.bundle)
+        if code is not None and _CODE_MEMORY_FACTOR * len(code) > config.memory_mib * MIB:
+            raise ValidationError(f"the function's code ({len(code)} bytes as a tar) does not "
+                                  f"fit a VM of {config.memory_mib} MiB: ask for more memory")
         try:
-            return await self._run_once(spec, config, started, pooled=True)
+            return await self._run_once(spec, config, started, pooled=True, code=code)
         except _PooledVMDied as exc:
             # The VM died between its health check and the request (its VMM was
             # killed): nothing outside a VM sees what ran in it, so running the
             # request again in a fresh VM is safe.
             log.warning("%s: a pooled VM died as it was handed out (%s); retrying in a "
                         "fresh one", self.name, exc)
-            return await self._run_once(spec, config, started, pooled=False)
+            return await self._run_once(spec, config, started, pooled=False, code=code)
 
     async def _run_once(self, spec: ExecutionSpec, config: VMConfig, started: float, *,
-                        pooled: bool) -> InvocationResult:
+                        pooled: bool, code: bytes | None) -> InvocationResult:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(spec.deadline):
@@ -272,7 +286,14 @@ class VMExecutor:
                 command=list(spec.command), env=dict(spec.env), stdin=spec.payload,
                 timeout_s=max(0.05, left - self.settings.agent_margin_s),
                 output_limit=spec.limits.output_bytes,
+                bundle=None if spec.bundle is None or code is None
+                else (spec.bundle.sha256, code),
             )
+            if code is not None and "function" not in vm.hello.get("features", []):
+                raise ExecutorUnavailable(
+                    f"{self.name}: the guest agent (version {vm.hello.get('agent')}) cannot "
+                    "show a function's code at /function; rebuild the guest image "
+                    "(faas image build)")
             try:
                 async with asyncio.timeout_at(spec.deadline + self.settings.kill_grace_s):
                     reply = await vm.run(request)
