@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
+import stat
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +28,21 @@ def tar_gz(name: str, data: bytes) -> bytes:
     return out.getvalue()
 
 
-def test_functions_outlive_a_restart(bwrap_available: None, tmp_path: Path) -> None:
-    env = {"FAAS_EXECUTORS": "sandbox", "FAAS_DATA_DIR": str(tmp_path / "data")}
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A folder every host uid may traverse (pytest's own tmp folders are 0700, which
+    would hide a bundle from the sandbox uids before the server's rules apply)."""
+    folder = Path(tempfile.mkdtemp(prefix="faas-test-data-", dir="/tmp"))
+    folder.chmod(0o711)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_functions_outlive_a_restart(bwrap_available: None, tmp_path: Path,
+                                     open_tmp: Path) -> None:
+    env = {"FAAS_EXECUTORS": "sandbox", "FAAS_DATA_DIR": str(open_tmp / "data")}
     archive = tar_gz("hello.txt", b"bundled\n")
     with running_server(tmp_path, env) as server, server.client() as c:
         r = c.put("/functions/keep", files={
@@ -49,6 +66,36 @@ def test_functions_outlive_a_restart(bwrap_available: None, tmp_path: Path) -> N
         assert c.get("/functions/gone").status_code == 404
         assert [i["id"] for i in c.get("/functions", params={"label": "k=v"}).json()["items"]] \
             == ["keep"]
-        assert (tmp_path / "data" / "bundles" / sha / "files" / "hello.txt").read_bytes() \
+        assert (open_tmp / "data" / "bundles" / sha / "files" / "hello.txt").read_bytes() \
             == b"bundled\n"
+    assert "Traceback" not in server.log()
+
+
+HANDLER = b"import sys\nsys.stdout.write(sys.stdin.read().upper())\n"
+
+
+def test_a_python_handler_bundle_answers_and_the_store_stays_private(
+        bwrap_available: None, tmp_path: Path, open_tmp: Path) -> None:
+    """Deploy code, call it through both routes; the data folder is traversable but not
+    listable, and the database file is the server's alone (even when an older server
+    left the folder 0700)."""
+    data = open_tmp / "data"
+    data.mkdir(mode=0o700)
+    env = {"FAAS_EXECUTORS": "sandbox", "FAAS_DATA_DIR": str(data)}
+    with running_server(tmp_path, env) as server, server.client() as c:
+        r = c.put("/functions/upper", files={
+            "spec": (None, json.dumps({"command": ["python3", "/function/handler.py"],
+                                       "content_type": "text/plain"})),
+            "bundle": ("code.tar.gz", tar_gz("handler.py", HANDLER))})
+        assert r.status_code == 201, r.text
+        body = c.post("/functions/upper/invoke",
+                      json={"payload": list(b"hello")}).json()
+        assert body["stdout"] == "HELLO" and body["exit_code"] == 0, body
+        raw = c.post("/function/upper", content=b"raw body")
+        assert raw.status_code == 200 and raw.content == b"RAW BODY", raw.text
+        assert raw.headers["content-type"].startswith("text/plain")
+    assert stat.S_IMODE(data.stat().st_mode) == 0o711
+    for name in ("faas.db", "faas.db-wal", "faas.db-shm"):
+        if (data / name).exists():
+            assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     assert "Traceback" not in server.log()

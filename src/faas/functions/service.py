@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
+from pathlib import Path
 
 from faas.bundles import BundleLimits, BundleStore
 from faas.config import Settings
-from faas.errors import AdmissionRejected, FaasError, InvocationTimeout, ValidationError
+from faas.errors import (
+    AdmissionRejected,
+    FaasError,
+    InvocationTimeout,
+    StoreUnavailable,
+    ValidationError,
+)
 from faas.functions.gates import Gates
 from faas.functions.recent import RecentLookups
 from faas.metrics import Metrics
@@ -54,6 +63,7 @@ class Functions:
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics) -> Functions:
+        prepare_data_dir(settings.data_dir)
         store = await open_store(settings.database_url or None, settings.data_dir)
         bundles = BundleStore(settings.data_dir, BundleLimits(
             packed_bytes=settings.max_bundle_bytes,
@@ -89,3 +99,23 @@ class Functions:
         if self._counting:
             await asyncio.wait(set(self._counting), timeout=COUNT_TIMEOUT_S)
         await self.store.close()
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Make the data folder traversable (0711), never listable by others.
+
+    The sandbox tier binds a bundle while running as an unprivileged host
+    uid, which must be able to pass through every folder above it; what the
+    folder holds stays private (the SQLite file is 0600, ``bundles/`` is
+    0711 and each bundle is published read-only). A folder of ours that an
+    older server or the operator made 0700 gets the others' search bit only.
+    """
+    try:
+        data_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        info = data_dir.stat()
+        if info.st_uid == os.geteuid() and not info.st_mode & stat.S_IXOTH:
+            data_dir.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXUSR | stat.S_IXGRP
+                           | stat.S_IXOTH)
+            log.info("data folder made traversable (o+x) for the sandbox uids")
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot prepare the data folder ({type(exc).__name__})") from exc

@@ -7,6 +7,7 @@ schema) and returns a ``Store``. ``database_url`` is the value of
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from faas.errors import StoreUnavailable
@@ -64,15 +65,29 @@ async def open_store(database_url: str | None, data_dir: Path) -> Store:
 
 
 def _prepare_sqlite_folder(path: Path) -> None:
-    """Create the database's folder (0700); refuse a path that cannot be a database file.
+    """Create the database's folder and the database file itself, private (0600);
+    refuse a path that cannot be a database file.
 
-    Checked here rather than left to the driver: aiosqlite's worker thread
-    reports a failed connect to the event loop after the caller has moved on.
+    The folder is made 0711 (the data folder also holds code bundles that the
+    sandbox uids must traverse to, never list); the file is created 0600
+    before SQLite opens it, and SQLite gives its ``-wal``/``-shm`` files the
+    database file's mode, so no other host user reads the store. Checked here
+    rather than left to the driver: aiosqlite's worker thread reports a failed
+    connect to the event loop after the caller has moved on.
     """
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreUnavailable(
             f"cannot create the data folder for SQLite ({type(exc).__name__})") from exc
     if path.exists() and not path.is_file():
         raise StoreUnavailable("the SQLite database path exists and is not a file")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create the SQLite database file ({type(exc).__name__})") from exc
