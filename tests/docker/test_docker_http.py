@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
 import os
+import tarfile
 import time
 from collections.abc import Iterator
 
@@ -69,3 +72,28 @@ def test_timeout_over_http_keeps_partial_output(gateway_url: str, docker_image: 
     assert response.status_code == 504, response.text
     body = response.json()
     assert body["timed_out"] is True and body["stdout"] == "begun\n"
+
+
+def test_a_deployed_python_handler_answers_on_docker(gateway_url: str, docker_image: str) -> None:
+    """Deploy code over HTTP, call it: the bundle is read-only at /function in the container."""
+    handler = b"import sys\nsys.stdout.write(sys.stdin.read().upper())\n"
+    spec = {"command": ["python3", "/function/handler.py"], "executor": "docker",
+            "image": docker_image}
+    put = httpx.put(f"{gateway_url}/functions/docker-deployed", timeout=60, files={
+        "spec": (None, json.dumps(spec)), "bundle": ("code.tar.gz", tar_gz({
+            "handler.py": handler}))})
+    assert put.status_code == 201, put.text
+    r = httpx.post(f"{gateway_url}/functions/docker-deployed/invoke", timeout=60,
+                   json={"payload": list(b"from docker")})
+    assert r.status_code == 200 and r.json()["stdout"] == "FROM DOCKER", r.text
+    assert r.json()["executor"] == "docker"
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
