@@ -121,6 +121,9 @@ class Settings:
     # (which may hold a password: never echoed).
     data_dir: Path = Path(".data")
     database_url: str = ""
+    # Client commands (faas deploy, invoke, functions): the server's URL; empty:
+    # http://{host}:{port}, the address `faas serve` listens on (faas.client.url).
+    url: str = ""
     images: ImageSettings = field(default_factory=ImageSettings)
     microvm: VMSettings = field(default_factory=VMSettings)
 
@@ -257,6 +260,20 @@ def _database_url(raw: str) -> str:
     return raw
 
 
+def parse_url(raw: str) -> str:
+    """An http(s) URL with a host, without a trailing slash (ValueError says why not)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw.strip())
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ValueError("has a bad port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return raw.strip().rstrip("/")
+
+
 def _log_level(raw: str) -> str:
     parse_levels(raw)  # ValueError names the bad part
     return raw
@@ -309,6 +326,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("FAAS_DATA_DIR", "data_dir", _path, "/var/lib/faas"),
     Var("FAAS_DATABASE_URL", "database_url", _database_url, "postgresql://faas:pw@db:5432/faas",
         "mysql://root:hunter2@db/faas", secret=True),
+    Var("FAAS_URL", "url", parse_url, "http://faas.example:9000", "localhost:8080"),
     Var("FAAS_SANDBOX_ROOTFS", "sandbox_rootfs", _str, "/srv/rootfs"),
     Var("FAAS_VM_RUN_DIR", "vm_run_dir", _str, "/run/faas-vms"),
     Var("FAAS_DOCKER_HOST", "docker_host", _str, "unix:///tmp/docker.sock"),
