@@ -1,0 +1,56 @@
+"""The ``faas`` command, one module a command group.
+
+    serve, doctor, image           faas.cli.server     (the host side)
+    deploy                         faas.cli.deploy     a folder and its faas.toml -> a version
+    functions ls|show|rm           faas.cli.functions
+    invoke                         faas.cli.invoke     stdin -> payload; exit status: the function's
+    new python NAME                faas.cli.new        a function folder to start from
+
+Client commands find the server from ``--url``, ``FAAS_URL``, or the address
+``faas serve`` would listen on (``faas.client.url``); their exit statuses are
+listed in ``faas.cli.common``. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from faas.cli import deploy, functions, invoke, new, server
+from faas.cli.common import EXIT_USAGE
+from faas.errors import ApiError, ClientError, FaasError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="faas", description="Run untrusted code in a fresh sandbox per call, behind an "
+                                 "HTTP gateway; deploy and call functions.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    server.add_parsers(sub)
+    deploy.add_parser(sub)
+    functions.add_parser(sub)
+    invoke.add_parser(sub)
+    new.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "keeps_sigpipe_ignored", False):
+        # A client command piped into `head` should end quietly, as other tools do.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        code: int = args.fn(args)
+    except ClientError as exc:
+        print(f"faas {args.cmd}: {exc}", file=sys.stderr)
+        if isinstance(exc, ApiError):
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+        return int(getattr(args, "client_error_status", EXIT_USAGE))
+    except FaasError as exc:
+        print(f"faas: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    return code
