@@ -35,8 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``faas invoke``'s ad hoc command is everything after ``--``.
+
+    (argparse alone would bind an empty command right after NAME and then
+    refuse the words after ``--`` when options stand between them.)
+    """
+    parser = build_parser()
+    if argv[:1] == ["invoke"] and "--" in argv:
+        cut = argv.index("--")
+        args = parser.parse_args(argv[:cut])
+        args.command = [*args.command, *argv[cut + 1:]]
+        return args
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "keeps_sigpipe_ignored", False):
         # A client command piped into `head` should end quietly, as other tools do.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -17,7 +17,7 @@ from faas.errors import ValidationError
 HANDLER = '''\
 """A faas function: the request is stdin, the answer is stdout, the exit status tells.
 
-    echo '{"name": "Ada"}' | faas invoke NAME
+    echo '{"name": "Ada"}' | faas invoke __NAME__
     {"message": "Hello, Ada!", "shout": "HELLO, ADA!"}
 
 The deployed folder is at /function (read-only); /tmp is writable.
@@ -54,7 +54,7 @@ if __name__ == "__main__":
 MANIFEST = '''\
 # faas deploy reads this file (format: src/faas/client/manifest.py); flags override it.
 [function]
-name = "{name}"
+name = "__NAME__"
 command = ["python3", "/function/handler.py"]
 description = "says hello in JSON"
 content_type = "application/json"
@@ -89,7 +89,7 @@ def new_command(args: argparse.Namespace) -> int:
     except FileExistsError:
         raise ValidationError(f"{args.name} already exists; choose another name") from None
     for filename, text in TEMPLATES[args.template].items():
-        (folder / filename).write_text(text.replace("{name}", args.name), encoding="utf-8")
+        (folder / filename).write_text(text.replace("__NAME__", args.name), encoding="utf-8")
     print(f"created {folder}/ ({', '.join(TEMPLATES[args.template])}); "
           f"deploy it with: faas deploy {args.name}")
     return 0
