@@ -14,6 +14,8 @@ import pytest
 from cli_fake_api import FakeApi, b64, install_fake_api
 
 from faas.cli import main
+from faas.client import FaasClient
+from faas.errors import ServerUnreachable
 
 
 @pytest.fixture
@@ -254,3 +256,20 @@ def test_show_and_rm(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
 def test_names_are_one_path_segment(api: FakeApi) -> None:
     assert main(["functions", "show", "a/../b?x=1"]) == 1
     assert api.last.raw_path == b"/functions/a%2F..%2Fb%3Fx%3D1"
+
+
+def test_a_server_that_repeats_its_cursor_ends_the_listing(
+        api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    page = {"items": [{"id": "a", "latest_version": 1}], "next_cursor": "same"}
+    api.canned += [httpx.Response(200, json=page), httpx.Response(200, json=page)]
+    assert main(["functions", "ls"]) == 1
+    assert "repeated the list cursor 'same'" in capsys.readouterr().err
+
+
+def test_a_server_that_never_answers_is_one_line() -> None:
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with FaasClient("http://faas.test", transport=httpx.MockTransport(hang)) as client, \
+            pytest.raises(ServerUnreachable, match="did not answer in time"):
+        client.get_function("f")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from typing import Any
 
 from faas.cli.common import EXIT_SERVER, add_url_flag, key_values, open_client, print_json
@@ -80,7 +81,7 @@ def describe_function(data: dict[str, Any]) -> str:
     for key, value in spec.items():
         if value is None or value == {} or value == []:
             continue
-        shown = " ".join(value) if key == "command" and isinstance(value, list) else (
+        shown = shlex.join(value) if key == "command" and isinstance(value, list) else (
             json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value)
         lines.append(f"{key}: {shown}")
     bundle = data.get("bundle")

@@ -67,6 +67,7 @@ class FaasClient:
                                                for k, v in (labels or {}).items()]
         params.append(("limit", page_size))
         cursor: str | None = None
+        seen: set[str] = set()
         while True:
             page = self._json("GET", "/functions",
                               params=params + ([("cursor", cursor)] if cursor else []))
@@ -74,6 +75,9 @@ class FaasClient:
             cursor = page.get("next_cursor")
             if not cursor:
                 return
+            if cursor in seen:  # a server that loops must not make us loop forever
+                raise ApiError(502, f"the server repeated the list cursor {cursor[:40]!r}")
+            seen.add(cursor)
 
     def get_function(self, name: str) -> dict[str, Any]:
         return self._json("GET", _function_path(name))
