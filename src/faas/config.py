@@ -86,6 +86,9 @@ class VMSettings:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Client commands (faas deploy, invoke, functions): the server's URL; empty:
+    # http://{host}:{port}, the address `faas serve` listens on (faas.client.url).
+    url: str = ""
     log_level: str = "info"
     default_executor: str = "sandbox"
     executors: tuple[str, ...] = ("sandbox", "docker", "microvm", "qemu", "firecracker")
@@ -121,9 +124,6 @@ class Settings:
     # (which may hold a password: never echoed).
     data_dir: Path = Path(".data")
     database_url: str = ""
-    # Client commands (faas deploy, invoke, functions): the server's URL; empty:
-    # http://{host}:{port}, the address `faas serve` listens on (faas.client.url).
-    url: str = ""
     images: ImageSettings = field(default_factory=ImageSettings)
     microvm: VMSettings = field(default_factory=VMSettings)
 
@@ -300,6 +300,7 @@ _NONNEG = _int(0)
 VARIABLES: tuple[Var, ...] = (
     Var("FAAS_HOST", "host", _str, "127.0.0.2"),
     Var("FAAS_GATEWAY_PORT", "port", _int(1, 65535), "9000", "http"),
+    Var("FAAS_URL", "url", parse_url, "http://faas.example:9000", "localhost:8080"),
     Var("RUST_LOG", "log_level", _log_level, "debug", "loud"),  # FAAS_LOG wins
     Var("FAAS_LOG", "log_level", _log_level, "faas_gateway=debug,warn", "loud"),
     Var("FAAS_DEFAULT_EXECUTOR", "default_executor", _str, "docker", "nope"),
@@ -326,7 +327,6 @@ VARIABLES: tuple[Var, ...] = (
     Var("FAAS_DATA_DIR", "data_dir", _path, "/var/lib/faas"),
     Var("FAAS_DATABASE_URL", "database_url", _database_url, "postgresql://faas:pw@db:5432/faas",
         "mysql://root:hunter2@db/faas", secret=True),
-    Var("FAAS_URL", "url", parse_url, "http://faas.example:9000", "localhost:8080"),
     Var("FAAS_SANDBOX_ROOTFS", "sandbox_rootfs", _str, "/srv/rootfs"),
     Var("FAAS_VM_RUN_DIR", "vm_run_dir", _str, "/run/faas-vms"),
     Var("FAAS_DOCKER_HOST", "docker_host", _str, "unix:///tmp/docker.sock"),
