@@ -24,9 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def deploy_server(bwrap_available: None,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of its own: the functions it stores die with it."""
+    """A server of its own (the functions it stores die with it), on the sandbox tier only."""
     tmp = tmp_path_factory.mktemp("cli-deploy")
-    with running_server(tmp, {"FAAS_DATA_DIR": str(tmp / "data")}) as srv:
+    env = {"FAAS_DATA_DIR": str(tmp / "data"), "FAAS_EXECUTORS": "sandbox",
+           "FAAS_DEFAULT_EXECUTOR": "sandbox"}
+    with running_server(tmp, env) as srv:
         yield srv
 
 

@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faas", description="Run untrusted code in a fresh sandbox per call, behind an "
                                  "HTTP gateway; deploy and call functions.")
+    # What a command does not set itself: client errors are usage errors, and a
+    # broken stdout pipe ends the command quietly (only `serve` keeps SIGPIPE ignored).
+    parser.set_defaults(client_error_status=EXIT_USAGE, keeps_sigpipe_ignored=False)
     sub = parser.add_subparsers(dest="cmd", required=True)
     server.add_parsers(sub)
     deploy.add_parser(sub)
@@ -52,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not getattr(args, "keeps_sigpipe_ignored", False):
+    if not args.keeps_sigpipe_ignored:
         # A client command piped into `head` should end quietly, as other tools do.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, ApiError):
             for problem in exc.problems:
                 print(f"  {problem}", file=sys.stderr)
-        return int(getattr(args, "client_error_status", EXIT_USAGE))
+        return int(args.client_error_status)
     except FaasError as exc:
         print(f"faas: {exc}", file=sys.stderr)
         return EXIT_USAGE
