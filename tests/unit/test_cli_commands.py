@@ -273,3 +273,14 @@ def test_a_server_that_never_answers_is_one_line() -> None:
     with FaasClient("http://faas.test", transport=httpx.MockTransport(hang)) as client, \
             pytest.raises(ServerUnreachable, match="did not answer in time"):
         client.get_function("f")
+
+
+@pytest.mark.parametrize("argv", [[], ["deploy"], ["invoke"], ["new"], ["functions"],
+                                  ["functions", "ls"], ["functions", "show"],
+                                  ["functions", "rm"], ["serve"], ["doctor"]])
+def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: faas") and "``" not in out

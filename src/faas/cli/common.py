@@ -25,6 +25,15 @@ EXIT_TIMEOUT = 124
 EXIT_PLATFORM = 125
 
 
+#: With ``plain(__doc__)``: a command's module docstring as its ``--help`` description.
+RAW_HELP = argparse.RawDescriptionHelpFormatter
+
+
+def plain(doc: str | None) -> str:
+    """A docstring without its reStructuredText literal quotes."""
+    return (doc or "").replace("``", "")
+
+
 def add_url_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="the server (default: FAAS_URL, else "
                                       "http://FAAS_HOST:FAAS_GATEWAY_PORT)")

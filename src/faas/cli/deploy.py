@@ -15,7 +15,15 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from faas.cli.common import EXIT_SERVER, add_url_flag, key_values, open_client, print_json
+from faas.cli.common import (
+    EXIT_SERVER,
+    RAW_HELP,
+    add_url_flag,
+    key_values,
+    open_client,
+    plain,
+    print_json,
+)
 from faas.client import load_manifest, pack_function_folder
 from faas.errors import ValidationError
 
@@ -27,8 +35,7 @@ _SCALAR_FLAGS = {"executor": "executor", "image": "image", "timeout": "timeout_s
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dep = sub.add_parser("deploy", help="deploy a function folder (its faas.toml, or flags)",
-                         description=__doc__,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+                         description=plain(__doc__), formatter_class=RAW_HELP)
     dep.add_argument("folder", nargs="?", default=".", metavar="DIR",
                      help="the function's folder (default: the current one)")
     add_url_flag(dep)

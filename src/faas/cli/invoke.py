@@ -17,7 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from faas.cli.common import EXIT_PLATFORM, EXIT_TIMEOUT, add_url_flag, open_client, print_json
+from faas.cli.common import (
+    EXIT_PLATFORM,
+    EXIT_TIMEOUT,
+    RAW_HELP,
+    add_url_flag,
+    open_client,
+    plain,
+    print_json,
+)
 from faas.errors import ValidationError
 
 
@@ -25,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     inv = sub.add_parser(
         "invoke", help="call a deployed function (or, after --, run a command ad hoc); stdin or "
                        "--payload-file is the payload; exits with the function's status",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=plain(__doc__), formatter_class=RAW_HELP)
     inv.add_argument("function_id", metavar="NAME")
     inv.add_argument("command", nargs="*",
                      help="ad hoc: the command and its arguments (put them after --)")

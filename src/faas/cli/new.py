@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from faas.cli.common import EXIT_USAGE
+from faas.cli.common import EXIT_USAGE, RAW_HELP, plain
 from faas.errors import ValidationError
 
 HANDLER = '''\
@@ -72,8 +72,7 @@ TEMPLATES = {"python": {"handler.py": HANDLER, "faas.toml": MANIFEST}}
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     new = sub.add_parser("new", help="scaffold a function folder (faas new python NAME)",
-                         description=__doc__,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+                         description=plain(__doc__), formatter_class=RAW_HELP)
     new.add_argument("template", choices=sorted(TEMPLATES), help="the language")
     new.add_argument("name", metavar="NAME", help="the function id, and the folder to create")
     new.set_defaults(fn=new_command, client_error_status=EXIT_USAGE)
