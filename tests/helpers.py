@@ -71,7 +71,7 @@ def running_server(tmp_path: Path, env: Mapping[str, str] | None = None) -> Iter
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
     full_env = {**os.environ, "FAAS_GATEWAY_PORT": str(port), "FAAS_LOG": "info",
-                **(env or {})}
+                "FAAS_DATA_DIR": str(tmp_path / "data"), **(env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "faas.cli", "serve"], env=full_env,
                                 stdout=log, stderr=subprocess.STDOUT)

@@ -124,6 +124,11 @@ class Settings:
     # (which may hold a password: never echoed).
     data_dir: Path = Path(".data")
     database_url: str = ""
+    # Deployed functions: bundle sizes (Lambda's), and whether an id that is
+    # not deployed may still be invoked with an ad hoc command.
+    max_bundle_bytes: int = 50 * MiB
+    max_bundle_unpacked_bytes: int = 250 * MiB
+    allow_adhoc: bool = True
     images: ImageSettings = field(default_factory=ImageSettings)
     microvm: VMSettings = field(default_factory=VMSettings)
 
@@ -327,6 +332,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("FAAS_DATA_DIR", "data_dir", _path, "/var/lib/faas"),
     Var("FAAS_DATABASE_URL", "database_url", _database_url, "postgresql://faas:pw@db:5432/faas",
         "mysql://root:hunter2@db/faas", secret=True),
+    Var("FAAS_MAX_BUNDLE_BYTES", "max_bundle_bytes", _POS, "1048576", "0"),
+    Var("FAAS_MAX_BUNDLE_UNPACKED_BYTES", "max_bundle_unpacked_bytes", _POS, "4194304", "-1"),
+    Var("FAAS_ALLOW_ADHOC", "allow_adhoc", _bool, "0", "sometimes"),
     Var("FAAS_SANDBOX_ROOTFS", "sandbox_rootfs", _str, "/srv/rootfs"),
     Var("FAAS_VM_RUN_DIR", "vm_run_dir", _str, "/run/faas-vms"),
     Var("FAAS_DOCKER_HOST", "docker_host", _str, "unix:///tmp/docker.sock"),

@@ -6,6 +6,7 @@
     |   +-- UnknownExecutor        the request names an executor this server lacks (HTTP 400)
     |   +-- BundleRejected         an uploaded code bundle is unsafe, malformed or over a
     |                              limit; names the problem and the entry (HTTP 400)
+    |   +-- InvalidSpec            a function spec with problems; lists every one (HTTP 400)
     +-- RequestTimeout             the client sent its request body too slowly (HTTP 408)
     +-- AdmissionRejected          concurrency, wait queue or body memory full (HTTP 429)
     +-- ShuttingDown               the server stopped accepting work (HTTP 503)
@@ -62,6 +63,16 @@ class BundleRejected(ValidationError):
     """The message names the problem and the (clipped, escaped) entry, never a host path."""
 
     status = 400
+
+
+class InvalidSpec(ValidationError):
+    """A function spec failed validation; ``problems`` names each field's problem."""
+
+    status = 400
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"invalid function spec: {len(problems)} problem(s)")
+        self.problems = problems
 
 
 class RequestTimeout(FaasError):

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 UNKNOWN = "unknown"
+ADHOC = "adhoc"
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -56,6 +57,12 @@ class Metrics:
         )
         self.queued = Gauge(
             "faas_queued", "Invocations waiting for a slot now", registry=self.registry,
+        )
+        # ``function``: a deployed function's id, or ``ADHOC`` for every ad hoc
+        # call; never an id a caller chose without deploying it.
+        self.function_invocations = Counter(
+            "faas_function_invocations_total", "Invocations by deployed function and outcome",
+            ["function", "outcome"], registry=self.registry,
         )
 
         self.body_budget_used = Gauge(

@@ -34,16 +34,20 @@ from faas.errors import (
 from faas.executors.base import Executor, PoolStats
 from faas.logs import clip
 from faas.metrics import UNKNOWN, Metrics
-from faas.models import ExecutionSpec, InvocationResult, InvokeRequest, Limits
+from faas.models import ExecutionSpec, FunctionBundle, InvocationResult, InvokeRequest, Limits
 
 log = logging.getLogger("faas.orchestrator")
 MiB = 1024 * 1024
 
 
 class Admission:
-    """At most ``limit`` holders and ``queue`` waiters; a waiter past its deadline leaves."""
+    """At most ``limit`` holders and ``queue`` waiters; a waiter past its deadline leaves.
 
-    def __init__(self, limit: int, queue: int, metrics: Metrics) -> None:
+    ``metrics`` None: a gate that reports nothing (a deployed function's own
+    cap, ``faas.functions.gates``, in front of the server-wide one).
+    """
+
+    def __init__(self, limit: int, queue: int, metrics: Metrics | None) -> None:
         self.limit = limit
         self.queue = queue
         self.running = 0
@@ -54,6 +58,7 @@ class Admission:
     @contextlib.asynccontextmanager
     async def slot(self, deadline: float) -> AsyncIterator[None]:
         started = time.monotonic()
+        metrics = self._metrics
         if self._sem.locked():
             if self.waiting >= self.queue:
                 raise AdmissionRejected(
@@ -62,7 +67,8 @@ class Admission:
                     retry_after_s=1,
                 )
             self.waiting += 1
-            self._metrics.queued.inc()
+            if metrics:
+                metrics.queued.inc()
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._sem.acquire()
@@ -73,17 +79,20 @@ class Admission:
                 ) from None
             finally:
                 self.waiting -= 1
-                self._metrics.queued.dec()
+                if metrics:
+                    metrics.queued.dec()
         else:
             await self._sem.acquire()
-        self._metrics.queue_wait.observe(time.monotonic() - started)
         self.running += 1
-        self._metrics.in_flight.inc()
+        if metrics:
+            metrics.queue_wait.observe(time.monotonic() - started)
+            metrics.in_flight.inc()
         try:
             yield
         finally:
             self.running -= 1
-            self._metrics.in_flight.dec()
+            if metrics:
+                metrics.in_flight.dec()
             self._sem.release()
 
 
@@ -120,7 +129,7 @@ class Orchestrator:
         return executor
 
     def build_spec(self, function_id: str, request: InvokeRequest, request_id: str,
-                   deadline: float) -> ExecutionSpec:
+                   deadline: float, bundle: FunctionBundle | None = None) -> ExecutionSpec:
         s = self.settings
         memory_mb = request.memory_mb or s.default_memory_mb
         if memory_mb > s.max_memory_mb:
@@ -141,7 +150,7 @@ class Orchestrator:
         return ExecutionSpec(
             request_id=request_id, function_id=function_id, command=tuple(request.command),
             env=request.env(), payload=request.payload, deadline=deadline, limits=limits,
-            image=request.image,
+            image=request.image, bundle=bundle,
         )
 
     def timeout_for(self, request: InvokeRequest) -> float:
@@ -152,9 +161,14 @@ class Orchestrator:
             )
         return timeout_s
 
-    async def invoke(self, function_id: str, request: InvokeRequest,
-                     request_id: str) -> InvocationResult:
-        """Run one invocation; raise ``FaasError`` subclasses (``InvocationTimeout``...)."""
+    async def invoke(self, function_id: str, request: InvokeRequest, request_id: str,
+                     bundle: FunctionBundle | None = None,
+                     gate: Admission | None = None) -> InvocationResult:
+        """Run one invocation; raise ``FaasError`` subclasses (``InvocationTimeout``...).
+
+        ``bundle``: the deployed function's code; ``gate``: its own concurrency
+        cap, waited for (within the deadline) before the server-wide one.
+        """
         executor_name = self.executor_label(request.executor)
         outcome = "platform_error"
         started = time.monotonic()
@@ -164,8 +178,11 @@ class Orchestrator:
             executor = self.pick_executor(request.executor)
             timeout_s = self.timeout_for(request)
             deadline = asyncio.get_running_loop().time() + timeout_s
-            spec = self.build_spec(function_id, request, request_id, deadline)
-            async with self.admission.slot(deadline):
+            spec = self.build_spec(function_id, request, request_id, deadline, bundle)
+            async with contextlib.AsyncExitStack() as admitted:
+                if gate is not None:
+                    await admitted.enter_async_context(gate.slot(deadline))
+                await admitted.enter_async_context(self.admission.slot(deadline))
                 task = asyncio.ensure_future(executor.run(spec))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)

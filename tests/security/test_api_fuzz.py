@@ -56,6 +56,15 @@ def api_schema(fuzz_server: Server) -> Any:
 OPERATIONS = [
     ("POST", "/functions/{function_id}/invoke", GenerationMode.POSITIVE, 40),
     ("POST", "/functions/{function_id}/invoke", GenerationMode.NEGATIVE, 40),
+    ("PUT", "/functions/{function_id}", GenerationMode.POSITIVE, 30),
+    ("PUT", "/functions/{function_id}", GenerationMode.NEGATIVE, 30),
+    ("GET", "/functions", GenerationMode.POSITIVE, 10),
+    ("GET", "/functions", GenerationMode.NEGATIVE, 10),
+    ("GET", "/functions/{function_id}", GenerationMode.POSITIVE, 10),
+    ("GET", "/functions/{function_id}/versions/{version}", GenerationMode.POSITIVE, 10),
+    ("DELETE", "/functions/{function_id}", GenerationMode.POSITIVE, 10),
+    ("POST", "/function/{function_id}", GenerationMode.POSITIVE, 15),
+    ("POST", "/function/{function_id}", GenerationMode.NEGATIVE, 15),
     ("GET", "/healthz", GenerationMode.POSITIVE, 3),
     ("GET", "/readyz", GenerationMode.POSITIVE, 3),
     ("GET", "/metrics", GenerationMode.POSITIVE, 3),
@@ -109,6 +118,8 @@ def test_fuzzed_requests_get_documented_answers(api_schema: Any, method: str, pa
     if path.endswith("/invoke"):
         wanted = 200 if mode is GenerationMode.POSITIVE else 400
         assert seen.get(wanted), seen
+    if method == "PUT":
+        assert seen.get(201 if mode is GenerationMode.POSITIVE else 400), seen
 def test_server_survives_the_fuzzing(fuzz_server: Server) -> None:
     assert_still_serving(fuzz_server)
     bad = [line[:300] for line in fuzz_server.log().splitlines()

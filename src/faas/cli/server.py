@@ -27,9 +27,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def serve_command(args: argparse.Namespace) -> int:
     from faas import logs
+    from faas.errors import FaasError
     from faas.executors.registry import build_executors
+    from faas.functions import Functions
     from faas.gateway.app import create_app
     from faas.gateway.server import build_server
+    from faas.metrics import Metrics
 
     settings = Settings.from_env()
     if args.port is not None:
@@ -51,7 +54,14 @@ def serve_command(args: argparse.Namespace) -> int:
             for executor in executors.values():
                 await executor.aclose()
             return 2
-        app = create_app(settings, executors, unavailable=missing)
+        try:
+            functions = await Functions.open(settings, Metrics())
+        except FaasError as exc:
+            print(f"faas: cannot open the store: {exc}", file=sys.stderr)
+            for executor in executors.values():
+                await executor.aclose()
+            return 2
+        app = create_app(settings, executors, unavailable=missing, functions=functions)
         server = build_server(app, settings)
         # uvicorn handles SIGTERM/SIGINT during serve() (stop accepting, drain,
         # run our lifespan shutdown) and re-raises the signal afterwards with
@@ -59,7 +69,10 @@ def serve_command(args: argparse.Namespace) -> int:
         # exits 0.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            await functions.close()
         return 0
 
     return asyncio.run(main())

@@ -1,7 +1,8 @@
 """The HTTP gateway (the seed's faas-gateway): a FastAPI app on Starlette, built by ``create_app``.
 
 Layout: one module per resource under ``faas.gateway.routes`` (``invoke``:
-``POST /functions/{function_id}/invoke``; ``health``: ``/healthz``,
+``POST /functions/{function_id}/invoke``; ``raw``: ``POST /function/{id}``;
+``functions``: deploy, list, get, delete; ``health``: ``/healthz``,
 ``/readyz``, ``/metrics``), each an ``add_routes(api, gateway)`` over the
 shared ``Gateway`` (``faas.gateway.context``). Answers are typed
 (``faas.gateway.schemas``), so ``GET /openapi.json`` is generated
@@ -35,6 +36,7 @@ from starlette.routing import Match, Route
 
 from faas.config import Settings
 from faas.executors.base import Executor
+from faas.functions import Functions
 from faas.gateway.body import describe
 from faas.gateway.budget import ByteBudget
 from faas.gateway.context import Gateway
@@ -54,14 +56,18 @@ class GatewayApp(FastAPI):
 
 def create_app(settings: Settings, executors: Mapping[str, Executor],
                orchestrator: Orchestrator | None = None,
-               unavailable: Mapping[str, str] | None = None) -> GatewayApp:
+               unavailable: Mapping[str, str] | None = None,
+               functions: Functions | None = None) -> GatewayApp:
     """Build the gateway around ``executors`` (already constructed; the app closes them).
 
     ``unavailable`` maps tiers that could not be built to the reason, for
-    ``/readyz`` and for a clear 503 when a request names one.
+    ``/readyz`` and for a clear 503 when a request names one. ``functions``:
+    the deployed functions (opened by the caller, who closes them after the
+    app); without them every id is ad hoc and ``/functions`` answers 503.
     """
-    orch = orchestrator or Orchestrator(settings, executors, unavailable=unavailable)
-    gateway = Gateway(settings, orch, ByteBudget(settings.body_budget_bytes))
+    orch = orchestrator or Orchestrator(settings, executors, unavailable=unavailable,
+                                        metrics=functions.metrics if functions else None)
+    gateway = Gateway(settings, orch, ByteBudget(settings.body_budget_bytes), functions)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

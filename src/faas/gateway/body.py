@@ -12,7 +12,7 @@ before any of these rules ran.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pydantic_core
@@ -80,6 +80,32 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     except ClientDisconnect:
         raise ClientGone from None
     return b"".join(chunks)
+
+
+async def stream_body(request: Request, limit: int, deadline: float) -> AsyncIterator[bytes]:
+    """The request body chunk by chunk, for uploads that are not held in memory.
+
+    Each chunk must arrive by ``deadline`` (loop clock; else ``RequestTimeout``),
+    and the body may not grow past ``limit`` (``PayloadTooLarge``); a client
+    that disconnects raises ``ClientGone``.
+    """
+    size = 0
+    chunks = request.stream()
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout("the request body did not arrive within the read timeout") \
+                from None
+        except ClientDisconnect:
+            raise ClientGone from None
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        yield chunk
 
 
 def parse_json(body: bytes) -> dict[str, Any]:

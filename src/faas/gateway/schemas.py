@@ -71,3 +71,85 @@ class Readiness(_Answer):
     executors: list[str]
     unavailable: list[str] = Field(description="tiers that could not start (names only)")
     default_executor: str
+
+
+class SpecProblems(ErrorBody):
+    """A spec refused: every problem, each ``"field: what is wrong"``."""
+
+    problems: list[str]
+
+
+class FunctionSpecBody(BaseModel):
+    """A function's spec as ``PUT /functions/{id}`` takes it (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] = Field(min_length=1, description="argv; command[0] not empty")
+    image: str | None = Field(default=None, description="image, docker tier")
+    executor: str | None = Field(default=None, description="tier; null: the server's default")
+    env_vars: dict[str, str] = Field(default_factory=dict,
+                                     description="non-secret environment (stored in clear)")
+    timeout_s: float | None = Field(default=None, gt=0, description="deadline, seconds")
+    memory_mb: int | None = Field(default=None, ge=16)
+    vcpus: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1,
+                                        description="calls at once; more wait or get 429")
+    description: str = Field(default="", max_length=1024)
+    labels: dict[str, str] = Field(default_factory=dict, description="at most 64")
+    content_type: str = Field(default="application/octet-stream",
+                              description="the raw route's response Content-Type")
+
+
+class SpecAnswer(_Answer):
+    """The stored spec, every key present; null limits mean the server's default."""
+
+    command: list[str]
+    image: str | None
+    executor: str | None
+    env_vars: dict[str, str]
+    timeout_s: float | None
+    memory_mb: int | None
+    vcpus: int | None
+    max_concurrency: int | None
+    description: str
+    labels: dict[str, str]
+    content_type: str
+
+
+class BundleAnswer(_Answer):
+    sha256: str
+    packed_bytes: int
+    unpacked_bytes: int
+
+
+class FunctionVersionAnswer(_Answer):
+    id: str
+    version: int
+    created_at: str = Field(description="ISO 8601, UTC")
+    spec: SpecAnswer
+    bundle: BundleAnswer | None
+
+
+class FunctionSummary(_Answer):
+    id: str
+    latest_version: int
+    description: str
+    labels: dict[str, str]
+    created_at: str
+    updated_at: str
+
+
+class FunctionList(_Answer):
+    items: list[FunctionSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class FunctionDetail(_Answer):
+    id: str
+    latest_version: int
+    versions: list[int]
+    created_at: str
+    updated_at: str
+    spec: SpecAnswer
+    bundle: BundleAnswer | None
+    invocations: dict[str, int] = Field(description="outcome -> calls of this life's versions")

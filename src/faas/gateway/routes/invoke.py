@@ -9,6 +9,11 @@ failure. A 500/502 says only that the platform failed and gives the request
 id: its details (host paths, daemon messages) go to the log, never to the
 caller.
 
+A deployed function (``faas.store``; ``?version=N`` pins one) runs its stored
+command with the caller's payload, environment and lower limits
+(``faas.functions.deployed``); any other id runs the body's ad hoc command,
+unless ``FAAS_ALLOW_ADHOC=0`` (then 404).
+
 The handler reads its own parameters and body (``faas.gateway.body``, under
 the memory budget and deadlines): a ``RawRoute``, whose parameters and
 request model are declared for the document only.
@@ -21,17 +26,23 @@ its sandbox destroyed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Header, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from faas.errors import AdmissionRejected, FaasError, InvocationTimeout, ValidationError
+from faas.errors import (
+    AdmissionRejected,
+    FaasError,
+    InvocationTimeout,
+    NotFound,
+    ValidationError,
+)
+from faas.functions import deployed_request
 from faas.gateway.body import (
     ClientGone,
     declared_length,
@@ -40,12 +51,14 @@ from faas.gateway.body import (
     read_body,
     validate_invoke,
 )
+from faas.gateway.calls import find_deployed, pinned_version, run_call
 from faas.gateway.context import Gateway
 from faas.gateway.raw_route import RawRoute
 from faas.gateway.responses import OrjsonResponse, error_response, platform_failure
 from faas.gateway.schemas import ErrorBody, InvokeResult, TimedOut
 from faas.logs import request_id_var
 from faas.models import InvokeRequest
+from faas.store.records import MAX_VERSION
 
 log = logging.getLogger("faas.gateway")
 
@@ -56,6 +69,9 @@ _FUNCTION_ID = re.compile(NAME)
 
 FunctionId = Annotated[str, Path(
     description="1-128 of [A-Za-z0-9._-]", json_schema_extra={"pattern": f"^{NAME}$"})]
+Version = Annotated[int | None, Query(
+    ge=1, le=MAX_VERSION, description="a deployed function's version to run (404 if none); "
+    "default: the latest")]
 RequestId = Annotated[str, Header(
     alias="X-Request-Id",
     description=f"echoed back; one not matching {NAME} is replaced by a generated one")]
@@ -67,7 +83,8 @@ def _error(why: str) -> dict[str, Any]:
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("malformed request"),
-    404: _error("image not found"),
+    404: _error("image not found; function not deployed (FAAS_ALLOW_ADHOC=0) or no such "
+                "version"),
     408: _error("request body not received within the read timeout"),
     413: _error("body or payload too large"),
     429: {**_error("admission or body memory full"),
@@ -107,19 +124,13 @@ def _bound(prop: dict[str, Any], **limits: Any) -> None:
             branch[key] = value
 
 
-def parameters(function_id: FunctionId, x_request_id: RequestId = "") -> None:
+def parameters(function_id: FunctionId, x_request_id: RequestId = "",
+               version: Version = None) -> None:
     """The route's parameters, declared for the document; ``invoke`` reads and checks them."""
 
 
-async def _wait_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 def add_routes(api: APIRouter, gateway: Gateway) -> None:
-    settings, orch, budget = gateway.settings, gateway.orchestrator, gateway.budget
+    settings, budget = gateway.settings, gateway.budget
 
     async def invoke(request: Request) -> Response:
         raw_id = request.headers.get("x-request-id", "")
@@ -131,6 +142,9 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             function_id = request.path_params["function_id"]
             if not _FUNCTION_ID.fullmatch(function_id):
                 raise ValidationError("function_id must be 1-128 of [A-Za-z0-9._-]")
+            deployed = await find_deployed(gateway, function_id, pinned_version(request))
+            if deployed is None and not settings.allow_adhoc:
+                raise NotFound("function not deployed")
             loop = asyncio.get_running_loop()
             length = declared_length(request, settings.max_body_bytes)
             reservation = await budget.reserve(
@@ -140,27 +154,22 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                                    settings.http_read_timeout_s)
             # Free each stage before the next: body, then the parsed strings;
             # only the decoded payload stays.
-            data = parse_json(body)
-            del body
-            invoke_request = validate_invoke(data)
+            if deployed is None:
+                data = parse_json(body)
+                del body
+                invoke_request = validate_invoke(data)
+            else:
+                data = parse_json(body) if body.strip() else {}
+                del body
+                invoke_request = deployed_request(deployed.spec, data, settings)
             del data
             reservation.shrink(len(invoke_request.payload))
             encoding = invoke_request.output_encoding
-            work = asyncio.ensure_future(orch.invoke(function_id, invoke_request, request_id))
+            result = await run_call(request, gateway, function_id, invoke_request, request_id,
+                                    deployed)
             del invoke_request
-            watch = asyncio.ensure_future(_wait_disconnect(request))
-            try:
-                await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watch.cancel()
-                if not work.done():
-                    work.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, FaasError):
-                        await work
-            if work.cancelled():
-                log.info("client disconnected; the invocation was cancelled")
+            if result is None:
                 return Response(status_code=499)
-            result = work.result()
             return OrjsonResponse(result.to_json(encoding),
                                   headers={"x-request-id": request_id})
         except ClientGone:

@@ -1,0 +1,119 @@
+"""One call, whichever front door it came through (``/functions/{id}/invoke``, ``/function/{id}``).
+
+``find_deployed`` resolves an id (and an optional ``?version=``) to a stored
+version, or None for an id that is not deployed. ``run_call`` runs the
+invocation through the orchestrator (with the deployed function's bundle
+and its own concurrency gate), cancels it if the client goes away, and
+counts it: per function in ``/metrics`` (the deployed id, or ``adhoc``) and,
+for a deployed version, in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.requests import Request
+
+from faas.errors import FaasError, NotFound, ValidationError
+from faas.functions import Functions, outcome_of
+from faas.gateway.context import Gateway
+from faas.metrics import ADHOC, Metrics
+from faas.models import InvocationResult, InvokeRequest
+from faas.store import FUNCTION_ID_PATTERN, FunctionVersion
+from faas.store.records import MAX_VERSION
+
+log = logging.getLogger("faas.gateway")
+
+
+def pinned_version(request: Request) -> int | None:
+    """``?version=N`` (1..2^31-1), or None; 400 if malformed."""
+    raw = request.query_params.get("version")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 10 or not 1 <= int(raw) <= MAX_VERSION:
+        raise ValidationError(f"version must be an integer from 1 to {MAX_VERSION}")
+    return int(raw)
+
+
+async def find_deployed(gateway: Gateway, function_id: str,
+                        version: int | None) -> FunctionVersion | None:
+    """The version to run, None if ``function_id`` is not deployed; ``NotFound`` for a
+    pinned version that does not exist (or a pin on an id that is not deployed)."""
+    functions = gateway.functions
+    if functions is None or not FUNCTION_ID_PATTERN.fullmatch(function_id):
+        if version is not None:
+            raise NotFound("function not deployed")
+        return None
+    if version is not None:
+        try:
+            return await functions.store.get_version(function_id, version)
+        except NotFound:
+            raise NotFound(f"function {function_id} has no version {version}") from None
+    known, latest = functions.recent.get(function_id)
+    if not known:
+        try:
+            latest = (await functions.store.get_function(function_id)).latest
+        except NotFound:
+            latest = None
+        functions.recent.put(function_id, latest)
+    return latest
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_call(request: Request, gateway: Gateway, function_id: str,
+                   invoke_request: InvokeRequest, request_id: str,
+                   deployed: FunctionVersion | None) -> InvocationResult | None:
+    """The result, or None if the client went away (the invocation was cancelled).
+
+    Raises the orchestrator's ``FaasError``s (``InvocationTimeout``...).
+    """
+    functions = gateway.functions if deployed is not None else None
+    spec = deployed.spec if deployed is not None else None
+    bundle = functions.bundle_of(spec) if functions is not None and spec is not None else None
+    outcome = "cancelled"
+    gates = functions.gates.gate(function_id, spec.max_concurrency) \
+        if functions is not None and spec is not None else contextlib.nullcontext(None)
+    try:
+        with gates as gate:
+            work = asyncio.ensure_future(gateway.orchestrator.invoke(
+                function_id, invoke_request, request_id, bundle=bundle, gate=gate))
+            del invoke_request
+            watch = asyncio.ensure_future(_wait_disconnect(request))
+            try:
+                await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watch.cancel()
+                if not work.done():
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, FaasError):
+                        await work
+        if work.cancelled():
+            log.info("client disconnected; the invocation was cancelled")
+            return None
+        try:
+            result = work.result()
+        except FaasError as exc:
+            outcome = outcome_of(exc)
+            raise
+        outcome = outcome_of(None, result.error)
+        return result
+    finally:
+        _record(gateway.orchestrator.metrics, functions, function_id, deployed, outcome)
+
+
+def _record(metrics: Metrics, functions: Functions | None, function_id: str,
+            deployed: FunctionVersion | None, outcome: str) -> None:
+    """Count a call: a deployed version under its own id (and in the store), any other
+    under ``adhoc`` (never the id the caller chose)."""
+    if functions is None or deployed is None:
+        metrics.function_invocations.labels(ADHOC, outcome).inc()
+    else:
+        functions.record(function_id, deployed.version, outcome)
