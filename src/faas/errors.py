@@ -151,7 +151,7 @@ class ServerUnreachable(ClientError):
 class ApiError(ClientError):
     """The server refused or failed: its HTTP status, its ``error`` line, its ``problems``."""
 
-    def __init__(self, status: int, error: str, problems: tuple[str, ...] = ()) -> None:
+    def __init__(self, error: str, status: int = 502, problems: tuple[str, ...] = ()) -> None:
         super().__init__(error)
         self.status = status
         self.error = error

@@ -1,7 +1,8 @@
 """End to end: faas new -> deploy -> invoke -> functions ls/show/rm against a real `faas serve`.
 
 Every step is the installed command line in a subprocess, the way a person
-types it; the server runs deployed code on the sandbox tier.
+types it; the server runs deployed code on the sandbox tier, which must show
+the function's bundle read-only at /function (the handler runs from there).
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class FaasClient:
             if not cursor:
                 return
             if cursor in seen:  # a server that loops must not make us loop forever
-                raise ApiError(502, f"the server repeated the list cursor {cursor[:40]!r}")
+                raise ApiError(f"the server repeated the list cursor {cursor[:40]!r}")
             seen.add(cursor)
 
     def get_function(self, name: str) -> dict[str, Any]:
@@ -107,8 +107,8 @@ class FaasClient:
         response = self._request(method, path, **kwargs)
         data = _decode(response)
         if data is None:
-            raise ApiError(response.status_code,
-                           f"HTTP {response.status_code} with a body that is not a JSON object")
+            raise ApiError(f"HTTP {response.status_code} with a body that is not a JSON object",
+                           response.status_code)
         return data
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -154,4 +154,4 @@ def _api_error(response: httpx.Response) -> ApiError:
         error = f"HTTP {response.status_code}" + (f": {text}" if text else "")
     raw = data.get("problems")
     problems = tuple(str(p) for p in raw) if isinstance(raw, list) else ()
-    return ApiError(response.status_code, error, problems)
+    return ApiError(error, response.status_code, problems)
