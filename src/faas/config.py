@@ -86,6 +86,9 @@ class VMSettings:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Client commands (faas deploy, invoke, functions): the server's URL; empty:
+    # http://{host}:{port}, the address `faas serve` listens on (faas.client.url).
+    url: str = ""
     log_level: str = "info"
     default_executor: str = "sandbox"
     executors: tuple[str, ...] = ("sandbox", "docker", "microvm", "qemu", "firecracker")
@@ -262,6 +265,20 @@ def _database_url(raw: str) -> str:
     return raw
 
 
+def parse_url(raw: str) -> str:
+    """An http(s) URL with a host, without a trailing slash (ValueError says why not)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw.strip())
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ValueError("has a bad port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return raw.strip().rstrip("/")
+
+
 def _log_level(raw: str) -> str:
     parse_levels(raw)  # ValueError names the bad part
     return raw
@@ -288,6 +305,7 @@ _NONNEG = _int(0)
 VARIABLES: tuple[Var, ...] = (
     Var("FAAS_HOST", "host", _str, "127.0.0.2"),
     Var("FAAS_GATEWAY_PORT", "port", _int(1, 65535), "9000", "http"),
+    Var("FAAS_URL", "url", parse_url, "http://faas.example:9000", "localhost:8080"),
     Var("RUST_LOG", "log_level", _log_level, "debug", "loud"),  # FAAS_LOG wins
     Var("FAAS_LOG", "log_level", _log_level, "faas_gateway=debug,warn", "loud"),
     Var("FAAS_DEFAULT_EXECUTOR", "default_executor", _str, "docker", "nope"),

@@ -20,7 +20,12 @@
     |   +-- SchemaTooNew           the database was made by a newer faas; refused on open
     +-- SandboxError               the sandbox or VM failed to start or broke (HTTP 500)
     +-- AgentProtocolError         a frame on the agent channel was truncated, oversize
-                                   or garbage (HTTP 502 when it surfaces to a client)
+    |                              or garbage (HTTP 502 when it surfaces to a client)
+    +-- ClientError                raised only by the client side (``faas.client``, the CLI):
+        |                          no usable answer came from the server
+        +-- ServerUnreachable      nothing answered at the URL, or not in time
+        +-- ApiError               the server answered an error status; carries that
+                                   status, its ``error`` and ``problems``
 
 Each backend translates the errors of the library it wraps into one of these
 (``raise SandboxError(...) from exc``) so callers never see ``OSError``, an
@@ -131,3 +136,23 @@ class SandboxError(FaasError):
 
 class AgentProtocolError(FaasError):
     status = 502
+
+
+class ClientError(FaasError):
+    """The client got no usable answer; ``status``: the server's, or 502 if there was none."""
+
+    status = 502
+
+
+class ServerUnreachable(ClientError):
+    pass
+
+
+class ApiError(ClientError):
+    """The server refused or failed: its HTTP status, its ``error`` line, its ``problems``."""
+
+    def __init__(self, error: str, status: int = 502, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.problems = problems

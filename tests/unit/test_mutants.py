@@ -56,11 +56,12 @@ def test_a_snippet_that_no_longer_occurs_once_is_refused(tmp_path: Path) -> None
 def test_declarations_are_validated(tmp_path: Path) -> None:
     bad = tmp_path / "m.toml"
     bad.write_text(
-        '[[mutant]]\nname = "a"\nfile = "src/faas/cli.py"\nold = "no such text"\nnew = "x"\n'
+        '[[mutant]]\nname = "a"\nfile = "src/faas/cli/__init__.py"\nold = "no such text"\n'
+        'new = "x"\n'
         'tests = ["tests/unit/test_models.py"]\n'
-        '[[mutant]]\nname = "b"\nfile = "src/faas/cli.py"\nold = "def main("\nnew = "x"\n'
+        '[[mutant]]\nname = "b"\nfile = "src/faas/cli/__init__.py"\nold = "def main("\nnew = "x"\n'
         'expect = "survive"\n'
-        '[[mutant]]\nname = "c"\nfile = "src/faas/cli.py"\nold = "def main("\nnew = "x"\n')
+        '[[mutant]]\nname = "c"\nfile = "src/faas/cli/__init__.py"\nold = "def main("\nnew = "x"\n')
     with pytest.raises(mutants.DeclarationError) as info:
         mutants.load(bad)
     text = str(info.value)
