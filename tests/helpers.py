@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -68,10 +70,30 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(tmp_path: Path, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    with open_data_dir() as data:
+        yield from _running_server(tmp_path, {"FAAS_DATA_DIR": str(data), **(env or {})})
+
+
+@contextlib.contextmanager
+def open_data_dir() -> Iterator[Path]:
+    """A fresh data folder every host uid may traverse to (0711 under /tmp), removed after.
+
+    pytest's own temporary folders are 0700, and the sandbox tier binds a
+    deployed function's code as an unprivileged host uid, which must be able
+    to pass through every folder above it (as it must on a real host).
+    """
+    base = Path(tempfile.mkdtemp(prefix="faas-test-data-", dir="/tmp"))
+    base.chmod(0o711)
+    try:
+        yield base / "data"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _running_server(tmp_path: Path, env: Mapping[str, str]) -> Iterator[Server]:
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
-    full_env = {**os.environ, "FAAS_GATEWAY_PORT": str(port), "FAAS_LOG": "info",
-                "FAAS_DATA_DIR": str(tmp_path / "data"), **(env or {})}
+    full_env = {**os.environ, "FAAS_GATEWAY_PORT": str(port), "FAAS_LOG": "info", **env}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "faas.cli", "serve"], env=full_env,
                                 stdout=log, stderr=subprocess.STDOUT)

@@ -27,8 +27,7 @@ def deploy_server(bwrap_available: None,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of its own (the functions it stores die with it), on the sandbox tier only."""
     tmp = tmp_path_factory.mktemp("cli-deploy")
-    env = {"FAAS_DATA_DIR": str(tmp / "data"), "FAAS_EXECUTORS": "sandbox",
-           "FAAS_DEFAULT_EXECUTOR": "sandbox"}
+    env = {"FAAS_EXECUTORS": "sandbox", "FAAS_DEFAULT_EXECUTOR": "sandbox"}
     with running_server(tmp, env) as srv:
         yield srv
 

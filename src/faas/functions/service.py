@@ -10,6 +10,7 @@ logged and the call's answer stands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat
@@ -119,3 +120,10 @@ def prepare_data_dir(data_dir: Path) -> None:
             log.info("data folder made traversable (o+x) for the sandbox uids")
     except OSError as exc:
         raise StoreUnavailable(f"cannot prepare the data folder ({type(exc).__name__})") from exc
+    for folder in data_dir.resolve().parents:
+        with contextlib.suppress(OSError):
+            if not folder.stat().st_mode & stat.S_IXOTH:
+                log.warning("the sandbox tier cannot reach deployed code in %s: %s is not "
+                            "traversable by other users (o+x); move FAAS_DATA_DIR or chmod "
+                            "o+x it", data_dir, folder)
+                break
