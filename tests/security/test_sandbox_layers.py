@@ -71,9 +71,16 @@ async def make(bwrap_available: None) -> AsyncIterator[Make]:
 
 
 def _servers() -> list[int]:
-    """Gateways the session started (the shared ``server`` fixture): not ours to check."""
+    """Gateways and services the session started (the shared ``server`` fixture, the
+    private PostgreSQL cluster of ``tests/pg_cluster.py``, which this process adopts as a
+    child subreaper once ``pg_ctl`` exits): not ours to check."""
     return [info.pid for info in descendants(os.getpid())
-            if "faas.cli serve" in info.cmdline]
+            if "faas.cli serve" in info.cmdline or _is_postmaster(info.cmdline)]
+
+
+def _is_postmaster(cmdline: str) -> bool:
+    argv = cmdline.split()
+    return bool(argv) and Path(argv[0]).name == "postgres" and "-D" in argv
 
 
 async def run(executor: SandboxExecutor, command: list[str], *, timeout_s: float = 20,

@@ -55,11 +55,14 @@ def test_good_urls_are_parsed(tmp_path: Path) -> None:
 
 
 async def test_the_sqlite_folder_is_made_private_and_holds_the_database(tmp_path: Path) -> None:
+    """The folder is traversable but not listable (bundles beside the database must be
+    reachable by the sandbox uids); the database file is the server's alone."""
     data_dir = tmp_path / "deep" / "data"
     store = await open_store(None, data_dir)
     await store.close()
-    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o711
     assert (data_dir / "faas.db").is_file()
+    assert stat.S_IMODE((data_dir / "faas.db").stat().st_mode) == 0o600
     # WAL mode is a property of the file: it persists.
     header = (data_dir / "faas.db").read_bytes()[:20]
     assert header[18:20] == b"\x02\x02"  # read and write versions 2 = WAL

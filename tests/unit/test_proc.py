@@ -7,6 +7,7 @@ import errno
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from faas.proc.capture import CappedBuffer
@@ -89,3 +90,19 @@ async def test_a_bare_pid_is_reaped_with_its_status_and_killed_through_its_pidfd
     assert await asyncio.wait_for(watch.exited(), 10) == -signal.SIGKILL
     watch.release()
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_release_outlives_its_event_loop() -> None:
+    """A process released while alive on a loop that then closes is still reaped (a loop
+    reader would never fire again: the process would stay a zombie of ours)."""
+    popen = subprocess.Popen(["sleep", "0.3"])
+
+    async def release_and_leave() -> None:
+        ExitWatch.of(popen).release()
+
+    asyncio.run(release_and_leave())
+    for _ in range(300):
+        if not Path(f"/proc/{popen.pid}").exists():
+            break
+        time.sleep(0.01)
+    assert not Path(f"/proc/{popen.pid}").exists(), "left a zombie"

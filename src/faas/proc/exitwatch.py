@@ -1,13 +1,13 @@
 """A process's exit as a future on the running loop, and a reap that never blocks.
 
-The process's ``pidfd`` is watched with ``add_reader`` (no threads, no asyncio
-child watcher). It is either a ``Popen`` child (``ExitWatch.of(popen)``,
+The process's ``pidfd`` is watched with ``add_reader`` (no asyncio child
+watcher). It is either a ``Popen`` child (``ExitWatch.of(popen)``,
 reaped through the ``Popen`` so its ``returncode`` is set) or a bare pid, such
 as a descendant this process adopted as a child subreaper (reaped with
 ``waitid(P_PIDFD)``). ``release`` is the one way to let go: it closes the
 pidfd at once if the process is dead and reaped, or else reaps it the moment
 it dies (a loop callback holds it until then), and then runs the caller's
-clean-up. Nothing here ever waits on a live process.
+clean-up. Nothing on the loop ever waits on a live process.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 
 # Watches whose process has not died yet; held so they are not collected early.
@@ -90,25 +91,40 @@ class ExitWatch:
 
     def release(self, then: Callable[[], None] | None = None) -> None:
         """Close the pidfd and call ``then`` once the process is reaped: now if it is
-        dead, else from a loop callback the moment it dies. Idempotent."""
+        dead, else as soon as it dies. Idempotent.
+
+        A process still alive is reaped by a small daemon thread blocked on its
+        pidfd (it was killed, so the wait is short), which hands the clean-up
+        back to the loop; a loop reader would never fire once its loop is
+        closed, and the process would stay a zombie of ours for good.
+        """
         if self._pidfd is None:
             return
         if self.poll() is not None:
             self._close(then)
             return
-        loop = asyncio.get_running_loop()
-        _pending.add(self)
         self._unwatch()
-        pidfd = self._pidfd
+        loop, pidfd = self._loop, self._pidfd
+        self._loop = None
+        _pending.add(self)
 
-        def reap() -> None:
-            loop.remove_reader(pidfd)
+        def finish() -> None:
             self._settle()
             self._close(then)
             _pending.discard(self)
 
-        self._loop = loop
-        loop.add_reader(pidfd, reap)
+        def reap_when_dead() -> None:
+            select.select([pidfd], [], [])  # readable once the process has exited
+            self.poll()  # reaps it, whatever happens to the loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    loop.call_soon_threadsafe(finish)
+                    return
+            self._close(then)  # no loop to hand back to (nor a future to settle on it)
+            _pending.discard(self)
+
+        threading.Thread(target=reap_when_dead, name=f"faas-reap-{self.pid}",
+                         daemon=True).start()
 
     def _unwatch(self) -> None:
         if self._loop is not None and self._pidfd is not None:
