@@ -204,9 +204,38 @@ def sandbox_processes() -> list[str]:
     return [str(info) for info in process_table().values() if is_sandbox_process(info)]
 
 
+def reap_adopted_zombies() -> list[int]:
+    """Reap the exited children this test process was handed as a child subreaper.
+
+    The in-process sandbox executor makes this process a subreaper, so the
+    kernel hands it the orphans of everything it started: the postmaster of a
+    stopped PostgreSQL cluster (``pg_ctl`` exited long before), the VMMs of a
+    ``faas serve`` subprocess that exited. Nothing else waits for those, so
+    their zombies would stay until the session ends. Our own code's reaping
+    is proven where it is made (``tests/unit/test_proc.py``).
+    """
+    reaped = []
+    me = os.getpid()
+    for info in process_table().values():
+        if info.ppid != me:
+            continue
+        try:
+            state = Path(f"/proc/{info.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state == "Z":
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(info.pid, os.WNOHANG)
+                reaped.append(info.pid)
+    return reaped
+
+
 def stray_descendants(root: int, ignore: Collection[int] = ()) -> list[str]:
     """Every process left below ``root`` (a server, or this test process), less the
-    subtrees rooted at ``ignore`` (e.g. a test's own long-lived servers)."""
+    subtrees rooted at ``ignore`` (e.g. a test's own long-lived servers) and the
+    adopted zombies this test process reaps first."""
+    if root == os.getpid():
+        reap_adopted_zombies()
     table = process_table()
     skip = set(ignore)
     for pid in ignore:
