@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from starlette.responses import JSONResponse, Response
+
+from faas.errors import AdmissionRejected, FaasError
+
+log = logging.getLogger("faas.gateway")
 
 
 class OrjsonResponse(JSONResponse):
@@ -34,3 +39,16 @@ def platform_failure(request_id: str) -> str:
     """What a 500/502 says: the request id only; the details are in the operator's log."""
     return (f"the platform failed to run this invocation (request id {request_id}); "
             "the operator's log has the details")
+
+
+def failure_response(exc: FaasError, request_id: str) -> Response:
+    """How a call that failed is answered, on every route that runs one: its status and
+    message, ``Retry-After`` on a 429, and for a 500/502 only the request id (the details
+    go to the operator's log, never to the caller)."""
+    if isinstance(exc, AdmissionRejected):
+        return error_response(429, str(exc), request_id,
+                              headers={"retry-after": str(exc.retry_after_s)})
+    if exc.status in (500, 502):
+        log.error("invocation failed: %s", exc)
+        return error_response(exc.status, platform_failure(request_id), request_id)
+    return error_response(exc.status, str(exc), request_id)

@@ -36,7 +36,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from faas.errors import (
-    AdmissionRejected,
     FaasError,
     InvocationTimeout,
     NotFound,
@@ -54,7 +53,7 @@ from faas.gateway.body import (
 from faas.gateway.calls import find_deployed, pinned_version, run_call
 from faas.gateway.context import Gateway
 from faas.gateway.raw_route import RawRoute
-from faas.gateway.responses import OrjsonResponse, error_response, platform_failure
+from faas.gateway.responses import OrjsonResponse, error_response, failure_response
 from faas.gateway.schemas import ErrorBody, InvokeResult, TimedOut
 from faas.logs import request_id_var
 from faas.models import InvokeRequest
@@ -179,14 +178,8 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             extra = exc.result.to_json(encoding)
             extra["request_id"] = request_id
             return error_response(504, str(exc), request_id, extra=extra)
-        except AdmissionRejected as exc:
-            return error_response(429, str(exc), request_id,
-                                  headers={"retry-after": str(exc.retry_after_s)})
         except FaasError as exc:
-            if exc.status in (500, 502):
-                log.error("invocation failed: %s", exc)
-                return error_response(exc.status, platform_failure(request_id), request_id)
-            return error_response(exc.status, str(exc), request_id)
+            return failure_response(exc, request_id)
         finally:
             if reservation is not None:
                 reservation.release()

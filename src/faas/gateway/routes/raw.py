@@ -17,7 +17,6 @@ functions: any other id is a 404. Refusals before the command ran are
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import uuid
 from typing import Annotated, Any
@@ -26,20 +25,18 @@ from fastapi import APIRouter, Depends, Header
 from starlette.requests import Request
 from starlette.responses import Response
 
-from faas.errors import AdmissionRejected, FaasError, InvocationTimeout, NotFound, ValidationError
+from faas.errors import FaasError, InvocationTimeout, NotFound, ValidationError
 from faas.functions import deployed_request
 from faas.functions.spec import DEFAULT_CONTENT_TYPE
 from faas.gateway.body import ClientGone, declared_length, read_body
 from faas.gateway.calls import find_deployed, pinned_version, run_call
 from faas.gateway.context import Gateway
 from faas.gateway.raw_route import RawRoute
-from faas.gateway.responses import error_response, platform_failure
+from faas.gateway.responses import failure_response
 from faas.gateway.routes.functions import DeployedId
 from faas.gateway.routes.invoke import RESPONSES, RequestId, Version
 from faas.logs import request_id_var
 from faas.models import InvocationResult
-
-log = logging.getLogger("faas.gateway")
 
 MAX_QUERY_BYTES = 4096
 MAX_HEADER_BYTES = 256
@@ -121,14 +118,8 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             return Response(status_code=499)
         except InvocationTimeout as exc:
             return answer(exc.result, 504, content_type, request_id)
-        except AdmissionRejected as exc:
-            return error_response(429, str(exc), request_id,
-                                  headers={"retry-after": str(exc.retry_after_s)})
         except FaasError as exc:
-            if exc.status in (500, 502):
-                log.error("invocation failed: %s", exc)
-                return error_response(exc.status, platform_failure(request_id), request_id)
-            return error_response(exc.status, str(exc), request_id)
+            return failure_response(exc, request_id)
         finally:
             if reservation is not None:
                 reservation.release()
