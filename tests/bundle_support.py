@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import tarfile
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -77,3 +78,14 @@ async def amake_bundle(data_dir: Path, tag: str, *, padding: int = 0) -> Functio
 
 def expected(tag: str, stdin: str) -> str:
     return f"{tag}:{stdin}:nested-{tag}:linked-{tag}\n"
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    """A tar.gz upload holding ``files`` (name -> content), as a client sends one."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
-import tarfile
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from bundle_support import tar_gz
 from helpers import running_server
 
 pytestmark = pytest.mark.docker
@@ -88,12 +87,3 @@ def test_a_deployed_python_handler_answers_on_docker(gateway_url: str, docker_im
     assert r.status_code == 200 and r.json()["stdout"] == "FROM DOCKER", r.text
     assert r.json()["executor"] == "docker"
 
-
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bundle_support import tar_gz
 from faas.config import Settings
 from faas.errors import StoreUnavailable
 from faas.executors.base import Executor
@@ -108,15 +109,6 @@ async def api(bwrap_available: None, tmp_path: Path, database_url: str) -> Async
     yield opened
     await close_api(opened)
 
-
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def bundle_dirs(api: Api) -> list[Path]:

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import signal
 import stat
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bundle_support import tar_gz
 from helpers import running_server
 
 pytestmark = pytest.mark.sandbox
 
-
-def tar_gz(name: str, data: bytes) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -43,7 +34,7 @@ def open_tmp() -> Iterator[Path]:
 def test_functions_outlive_a_restart(bwrap_available: None, tmp_path: Path,
                                      open_tmp: Path) -> None:
     env = {"FAAS_EXECUTORS": "sandbox", "FAAS_DATA_DIR": str(open_tmp / "data")}
-    archive = tar_gz("hello.txt", b"bundled\n")
+    archive = tar_gz({"hello.txt": b"bundled\n"})
     with running_server(tmp_path, env) as server, server.client() as c:
         r = c.put("/functions/keep", files={
             "spec": (None, json.dumps({"command": ["echo", "v1"], "labels": {"k": "v"}})),
@@ -86,7 +77,7 @@ def test_a_python_handler_bundle_answers_and_the_store_stays_private(
         r = c.put("/functions/upper", files={
             "spec": (None, json.dumps({"command": ["python3", "/function/handler.py"],
                                        "content_type": "text/plain"})),
-            "bundle": ("code.tar.gz", tar_gz("handler.py", HANDLER))})
+            "bundle": ("code.tar.gz", tar_gz({"handler.py": HANDLER}))})
         assert r.status_code == 201, r.text
         body = c.post("/functions/upper/invoke",
                       json={"payload": list(b"hello")}).json()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import httpx
 import pytest
 from microvm_support import assert_no_vm_leaks
 
+from bundle_support import tar_gz
 from faas.images.manifest import Manifest
 from helpers import running_server
 
@@ -131,15 +130,11 @@ def test_hostile_requests_leave_the_gateway_serving(gateway: str) -> None:
 def test_a_deployed_python_handler_answers_in_a_microvm(gateway: str) -> None:
     """Deploy code over HTTP, call it: the bundle travels with the call into the VM's
     read-only /function (a pooled VM did not know its function when it booted)."""
-    out = io.BytesIO()
     handler = b"import sys\nsys.stdout.write(sys.stdin.read().upper())\n"
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        info = tarfile.TarInfo("handler.py")
-        info.size = len(handler)
-        tar.addfile(info, io.BytesIO(handler))
     spec = {"command": ["python3", "/function/handler.py"], "executor": "qemu"}
     put = httpx.put(f"{gateway}/functions/vm-deployed", timeout=60, files={
-        "spec": (None, json.dumps(spec)), "bundle": ("code.tar.gz", out.getvalue())})
+        "spec": (None, json.dumps(spec)),
+        "bundle": ("code.tar.gz", tar_gz({"handler.py": handler}))})
     assert put.status_code == 201, put.text
     r = httpx.post(f"{gateway}/functions/vm-deployed/invoke", timeout=120,
                    json={"payload": list(b"from the vm")})
