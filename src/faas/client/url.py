@@ -8,7 +8,8 @@ its loopback address.
 
 from __future__ import annotations
 
-from faas.config import Settings, parse_url
+from faas.config import Settings
+from faas.config_vars import parse_url
 from faas.errors import ValidationError
 
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from faas.store.invocation_store import SqlInvocations
 from faas.store.records import FunctionInfo, FunctionSpec, FunctionVersion, Page
 
 #: ``list_functions``' page size when none is asked for, and the largest one it serves.
@@ -25,6 +26,10 @@ MAX_LABEL_FILTERS = 16
 
 
 class Store(Protocol):
+    #: Invocation records and the durable async queue (one implementation for both
+    #: engines, so its class is the contract: ``faas.store.invocation_store``).
+    invocations: SqlInvocations
+
     async def put_function(self, function_id: str, spec: FunctionSpec) -> FunctionVersion:
         """Store ``spec`` as the function's next version; create the function if needed.
 

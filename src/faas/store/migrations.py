@@ -101,10 +101,68 @@ async def _v2_labels_and_counts(conn: AsyncConnection, dialect: str) -> None:
             "VALUES (:f, :k, :v)"), labels)
 
 
+async def _v3_invocations(conn: AsyncConnection, dialect: str) -> None:
+    blob = "BYTEA" if dialect == "postgresql" else "BLOB"
+    await _run(conn, f"""
+        CREATE TABLE invocations (
+            id {_id_type(dialect)} PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            function_id {_id_type(dialect)} NOT NULL,
+            version INTEGER,
+            tenant TEXT,
+            mode TEXT NOT NULL,
+            status TEXT NOT NULL,
+            accepted_at BIGINT NOT NULL,
+            started_at BIGINT,
+            finished_at BIGINT,
+            not_before BIGINT NOT NULL,
+            owner TEXT,
+            attempts INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            retry_timeouts INTEGER NOT NULL,
+            retry_failures INTEGER NOT NULL,
+            concurrency_cap INTEGER,
+            request {blob},
+            executor TEXT,
+            start_kind TEXT,
+            start_ms DOUBLE PRECISION,
+            duration_ms DOUBLE PRECISION,
+            exit_code INTEGER,
+            signal INTEGER,
+            error TEXT,
+            stdout {blob},
+            stderr {blob},
+            stdout_truncated INTEGER NOT NULL,
+            stderr_truncated INTEGER NOT NULL,
+            output_encoding TEXT NOT NULL,
+            callback_url TEXT,
+            callback_state TEXT,
+            callback_attempts INTEGER NOT NULL,
+            callback_next_at BIGINT,
+            callback_error TEXT,
+            callback_delivered_at BIGINT
+        );
+        CREATE INDEX invocations_queue ON invocations (status, not_before, accepted_at, id);
+        CREATE INDEX invocations_by_time ON invocations (accepted_at, id);
+        CREATE INDEX invocations_by_function ON invocations (function_id, accepted_at, id);
+        CREATE INDEX invocations_finished ON invocations (finished_at);
+        CREATE INDEX invocations_callbacks ON invocations (callback_state, callback_next_at);
+        CREATE TABLE idempotency_keys (
+            function_id {_id_type(dialect)} NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            invocation_id {_id_type(dialect)} NOT NULL,
+            expires_at BIGINT NOT NULL,
+            PRIMARY KEY (function_id, idempotency_key)
+        );
+        CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "functions and their immutable versions", _v1_functions),
     Migration(2, "labels as an indexed table; invocation counts per version and outcome",
               _v2_labels_and_counts),
+    Migration(3, "invocation records (the durable async queue) and idempotency keys",
+              _v3_invocations),
 )
 HEAD = MIGRATIONS[-1].version
 

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from faas.errors import NotFound, StoreUnavailable, ValidationError
 from faas.store.engine import Engines, database_errors
 from faas.store.interface import DEFAULT_PAGE_SIZE, MAX_LABEL_FILTERS, MAX_PAGE_SIZE
+from faas.store.invocation_store import SqlInvocations
 from faas.store.records import (
     MAX_VERSION,
     FunctionInfo,
@@ -84,6 +85,8 @@ class SqlStore:
         self._in_flight: set[asyncio.Future[Any]] = set()
         dialect = sqlite if target.engine == "sqlite" else postgresql
         self._insert = dialect.insert
+        #: invocation records and the async queue, on the same engines
+        self.invocations = SqlInvocations(target, engines, self._shielded)
 
     @property
     def engine_name(self) -> str:

@@ -6,7 +6,7 @@ needs a new migration there, and the upgrade test proves they agree.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Column, Float, Integer, LargeBinary, MetaData, Table, Text
 
 metadata = MetaData()
 
@@ -44,4 +44,58 @@ invocation_counts = Table(
     Column("version", Integer, primary_key=True),
     Column("outcome", Text, primary_key=True),
     Column("invocations", BigInteger, nullable=False),
+)
+
+#: One row per invocation, sync or async: the record, and for async calls the queue entry
+#: (``status`` "queued", ``request`` what to run). Flags are 0/1 integers on both engines.
+invocations = Table(
+    "invocations", metadata,
+    Column("id", Text, primary_key=True),
+    Column("request_id", Text, nullable=False),
+    Column("function_id", Text, nullable=False),
+    Column("version", Integer),
+    Column("tenant", Text),
+    Column("mode", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("accepted_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger),
+    Column("finished_at", BigInteger),
+    #: a queued call is not claimed before this (retry backoff)
+    Column("not_before", BigInteger, nullable=False),
+    #: who runs it ("<host>|<boot id>|<instance id>"), while it runs
+    Column("owner", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("retry_timeouts", Integer, nullable=False),
+    Column("retry_failures", Integer, nullable=False),
+    Column("concurrency_cap", Integer),
+    #: what to run (the call as JSON), kept until the call is final
+    Column("request", LargeBinary),
+    Column("executor", Text),
+    Column("start_kind", Text),
+    Column("start_ms", Float),
+    Column("duration_ms", Float),
+    Column("exit_code", Integer),
+    Column("signal", Integer),
+    Column("error", Text),
+    Column("stdout", LargeBinary),
+    Column("stderr", LargeBinary),
+    Column("stdout_truncated", Integer, nullable=False),
+    Column("stderr_truncated", Integer, nullable=False),
+    Column("output_encoding", Text, nullable=False),
+    Column("callback_url", Text),
+    Column("callback_state", Text),
+    Column("callback_attempts", Integer, nullable=False),
+    Column("callback_next_at", BigInteger),
+    Column("callback_error", Text),
+    Column("callback_delivered_at", BigInteger),
+)
+
+#: An async call's Idempotency-Key: (function, key) names one invocation until it expires.
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("function_id", Text, primary_key=True),
+    Column("idempotency_key", Text, primary_key=True),
+    Column("invocation_id", Text, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
 )

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faas.config import MIN_VM_MEMORY_MIB, Settings, VMSettings, default_image_cache_dir
+from faas.config import Settings, VMSettings, default_image_cache_dir
+from faas.config_vars import MIN_VM_MEMORY_MIB
 from faas.images.manifest import AGENT_VSOCK_PORT, GuestImages, guest_images
 from faas.models import Limits
 
