@@ -16,6 +16,8 @@
     +-- ImageNotFound              the requested image does not exist locally (HTTP 404)
     +-- NotFound                   no such function or version, or it was deleted (HTTP 404)
     +-- Conflict                   the request contradicts what is stored (HTTP 409)
+    |   +-- InvocationCancelled    the call was cancelled (DELETE /invocations/{id}) while
+    |                              its caller waited for it
     +-- StoreUnavailable           the database cannot be reached or used (HTTP 503)
     |   +-- SchemaTooNew           the database was made by a newer faas; refused on open
     +-- SandboxError               the sandbox or VM failed to start or broke (HTTP 500)
@@ -156,3 +158,14 @@ class ApiError(ClientError):
         self.status = status
         self.error = error
         self.problems = problems
+
+
+
+class InvocationCancelled(Conflict):
+    """Raised to a synchronous caller whose call was cancelled by a DELETE."""
+
+def platform_failure(request_id: str) -> str:
+    """What a 500/502 (and a record of such a call) says: the request id only; the
+    details are in the operator's log."""
+    return (f"the platform failed to run this invocation (request id {request_id}); "
+            "the operator's log has the details")

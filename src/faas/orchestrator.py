@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from faas.config import Settings
 from faas.errors import (
@@ -54,6 +54,8 @@ class Admission:
         self.waiting = 0
         self._sem = asyncio.Semaphore(limit)
         self._metrics = metrics
+        #: called after each slot is given back (the async dispatcher waits for room)
+        self.released: Callable[[], None] | None = None
 
     @contextlib.asynccontextmanager
     async def slot(self, deadline: float) -> AsyncIterator[None]:
@@ -94,6 +96,8 @@ class Admission:
             if metrics:
                 metrics.in_flight.dec()
             self._sem.release()
+            if self.released is not None:
+                self.released()
 
 
 class Orchestrator:
@@ -152,6 +156,14 @@ class Orchestrator:
             env=request.env(), payload=request.payload, deadline=deadline, limits=limits,
             image=request.image, bundle=bundle,
         )
+
+    def check(self, function_id: str, request: InvokeRequest) -> None:
+        """Everything ``invoke`` would refuse before running (executor, limits), raised
+        now: an async call is refused at once, not when it runs."""
+        if not self.accepting:
+            raise ShuttingDown("server is shutting down")
+        self.pick_executor(request.executor)
+        self.build_spec(function_id, request, "", 0.0)
 
     def timeout_for(self, request: InvokeRequest) -> float:
         timeout_s = request.timeout_s or self.settings.default_timeout_s

@@ -23,6 +23,16 @@ class Gates:
     def __len__(self) -> int:
         return len(self._gates)
 
+    def load(self) -> tuple[set[str], dict[str, int]]:
+        """Functions at their cap, and the calls (running or waiting) of each gated one."""
+        busy: set[str] = set()
+        running: dict[str, int] = {}
+        for (function_id, limit), (_, users) in self._gates.items():
+            running[function_id] = running.get(function_id, 0) + users[0]
+            if users[0] >= limit:
+                busy.add(function_id)
+        return busy, running
+
     @contextlib.contextmanager
     def gate(self, function_id: str, limit: int | None) -> Iterator[Admission | None]:
         """The gate of ``function_id`` for a cap of ``limit`` (None: no gate), for one call.

@@ -27,7 +27,7 @@ from faas.errors import (
 )
 from faas.functions.gates import Gates
 from faas.functions.recent import RecentLookups
-from faas.metrics import Metrics
+from faas.metrics import ADHOC, Metrics
 from faas.models import FunctionBundle
 from faas.store import FunctionSpec, Store, open_store
 
@@ -80,6 +80,14 @@ class Functions:
             return None
         return FunctionBundle(spec.bundle.sha256, self.bundles.path(spec.bundle.sha256),
                               spec.bundle.unpacked_bytes)
+
+    def count_call(self, function_id: str, version: int | None, outcome: str) -> None:
+        """Count a call: a deployed version under its own id (and in the store), any other
+        under ``adhoc`` (never an id the caller chose: metric labels stay bounded)."""
+        if version is None:
+            self.metrics.function_invocations.labels(ADHOC, outcome).inc()
+        else:
+            self.record(function_id, version, outcome)
 
     def record(self, function_id: str, version: int, outcome: str) -> None:
         """Count one call of a deployed version: in ``/metrics`` now, in the store soon."""

@@ -36,7 +36,10 @@ MAX_DESCRIPTION_CHARS = 1024
 MAX_FUNCTION_CONCURRENCY = 1_000_000
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 KEYS = ("command", "image", "executor", "env_vars", "timeout_s", "memory_mb", "vcpus",
-        "max_concurrency", "description", "labels", "content_type")
+        "max_concurrency", "description", "labels", "content_type", "max_attempts",
+        "retry_timeouts", "retry_failures")
+#: Most attempts a function may ask for per call.
+MAX_ATTEMPTS = 10
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A response header value: a media type, printable ASCII (no CR/LF: it is sent as a header).
@@ -141,6 +144,14 @@ class _Checker:
             return ""
         return value
 
+    def flag(self, field: str, value: Any) -> bool:
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.bad(field, "must be true or false")
+            return False
+        return value
+
     def content_type(self, value: Any) -> str | None:
         if value is None:
             return None
@@ -179,6 +190,9 @@ def parse_spec(data: Any, settings: Settings, executors: Collection[str],
                                   MAX_DESCRIPTION_CHARS),
         "labels": check.labels(data.get("labels")),
         "content_type": check.content_type(data.get("content_type")),
+        "max_attempts": number("max_attempts", data.get("max_attempts"), 1, MAX_ATTEMPTS, True),
+        "retry_timeouts": check.flag("retry_timeouts", data.get("retry_timeouts")),
+        "retry_failures": check.flag("retry_failures", data.get("retry_failures")),
     }
     if check.problems:
         raise InvalidSpec(check.problems)

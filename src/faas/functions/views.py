@@ -22,6 +22,8 @@ def spec_json(spec: FunctionSpec) -> dict[str, Any]:
         "memory_mb": spec.memory_mb, "vcpus": spec.vcpus,
         "max_concurrency": spec.max_concurrency, "description": spec.description,
         "labels": dict(spec.labels), "content_type": spec.content_type or DEFAULT_CONTENT_TYPE,
+        "max_attempts": spec.max_attempts, "retry_timeouts": spec.retry_timeouts,
+        "retry_failures": spec.retry_failures,
     }
 
 

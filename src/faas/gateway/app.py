@@ -43,6 +43,7 @@ from faas.gateway.context import Gateway
 from faas.gateway.openapi import DESCRIPTION, TITLE, document
 from faas.gateway.responses import error_response
 from faas.gateway.routes import RESOURCES
+from faas.invocations.service import Invocations
 from faas.logs import clip, request_id_var
 from faas.orchestrator import Orchestrator
 
@@ -71,10 +72,16 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if functions is not None:
+            gateway.invocations = await Invocations.open(settings, functions, orch)
         try:
             yield
         finally:
+            if gateway.invocations is not None:
+                gateway.invocations.stop_claiming()
             await orch.shutdown(settings.shutdown_grace_s)
+            if gateway.invocations is not None:
+                await gateway.invocations.close(settings.shutdown_grace_s)
 
     app = GatewayApp(
         title=TITLE, description=DESCRIPTION, lifespan=lifespan,

@@ -13,15 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 
-from faas.errors import FaasError, NotFound, ValidationError
+from faas.errors import FaasError, InvocationCancelled, NotFound, ValidationError
 from faas.functions import Functions, outcome_of
 from faas.gateway.context import Gateway
+from faas.invocations.live import LiveCall
 from faas.metrics import ADHOC, Metrics
 from faas.models import InvocationResult, InvokeRequest
 from faas.store import FUNCTION_ID_PATTERN, FunctionVersion
+from faas.store.invocation_store import now_us
 from faas.store.records import MAX_VERSION
 
 log = logging.getLogger("faas.gateway")
@@ -70,11 +74,44 @@ async def _wait_disconnect(request: Request) -> None:
 
 async def run_call(request: Request, gateway: Gateway, function_id: str,
                    invoke_request: InvokeRequest, request_id: str,
-                   deployed: FunctionVersion | None) -> InvocationResult | None:
+                   deployed: FunctionVersion | None,
+                   headers: dict[str, str] | None = None) -> InvocationResult | None:
     """The result, or None if the client went away (the invocation was cancelled).
 
-    Raises the orchestrator's ``FaasError``s (``InvocationTimeout``...).
+    Raises the orchestrator's ``FaasError``s (``InvocationTimeout``...), and
+    ``InvocationCancelled`` when a DELETE of the invocation cancelled it. When
+    records are kept, the call is one (written once it ends) and its id is
+    put in ``headers`` as ``x-invocation-id``.
     """
+    records = gateway.invocations if gateway.settings.invocations.record_sync else None
+    accepted_at = now_us()
+    live: LiveCall | None = None
+    result: InvocationResult | None = None
+    failure: FaasError | None = None
+
+    def started(work: asyncio.Future[Any]) -> None:
+        nonlocal live
+        if records is not None:
+            live = records.sync_started(function_id, deployed, request_id, accepted_at, work)
+            if headers is not None:
+                headers["x-invocation-id"] = live.record.id
+
+    try:
+        result = await _run(request, gateway, function_id, invoke_request, request_id,
+                            deployed, started)
+        return result
+    except FaasError as exc:
+        failure = exc
+        raise
+    finally:
+        if live is not None and records is not None:
+            records.sync_ended(live, result, failure)
+
+
+async def _run(request: Request, gateway: Gateway, function_id: str,
+               invoke_request: InvokeRequest, request_id: str,
+               deployed: FunctionVersion | None,
+               started: Callable[[asyncio.Future[Any]], None]) -> InvocationResult | None:
     functions = gateway.functions if deployed is not None else None
     spec = deployed.spec if deployed is not None else None
     bundle = functions.bundle_of(spec) if functions is not None and spec is not None else None
@@ -86,9 +123,11 @@ async def run_call(request: Request, gateway: Gateway, function_id: str,
             work = asyncio.ensure_future(gateway.orchestrator.invoke(
                 function_id, invoke_request, request_id, bundle=bundle, gate=gate))
             del invoke_request
+            started(work)
             watch = asyncio.ensure_future(_wait_disconnect(request))
             try:
                 await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+                client_gone = watch.done()
             finally:
                 watch.cancel()
                 if not work.done():
@@ -96,6 +135,10 @@ async def run_call(request: Request, gateway: Gateway, function_id: str,
                     with contextlib.suppress(asyncio.CancelledError, FaasError):
                         await work
         if work.cancelled():
+            if not client_gone:
+                # Not the client: a DELETE of the invocation cancelled it.
+                outcome = "cancelled"
+                raise InvocationCancelled("the invocation was cancelled")
             log.info("client disconnected; the invocation was cancelled")
             return None
         try:

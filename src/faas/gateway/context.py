@@ -8,12 +8,14 @@ from faas.config import Settings
 from faas.errors import StoreUnavailable
 from faas.functions import Functions
 from faas.gateway.budget import ByteBudget
+from faas.invocations.service import Invocations
 from faas.orchestrator import Orchestrator
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Gateway:
-    """The settings, orchestrator, request-body memory budget and functions of one app.
+    """The settings, orchestrator, request-body memory budget, functions and records of one
+    app.
 
     Each resource module's ``add_routes(api, gateway)`` declares handlers that
     close over this object, so the hot path pays for no dependency injection.
@@ -24,6 +26,14 @@ class Gateway:
     budget: ByteBudget
     #: Deployed functions (store, bundles); None: this app has none (every id is ad hoc).
     functions: Functions | None = None
+    #: Records and async calls: opened with the app (needs a loop) when it has functions.
+    invocations: Invocations | None = None
+
+    def records(self) -> Invocations:
+        """The invocation records, or ``StoreUnavailable`` (503) if this app keeps none."""
+        if self.invocations is None:
+            raise StoreUnavailable("this server keeps no invocation records")
+        return self.invocations
 
     def deployed(self) -> Functions:
         """The deployed functions, or ``StoreUnavailable`` (503) if this app has none."""

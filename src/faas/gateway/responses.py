@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse, Response
 
-from faas.errors import AdmissionRejected, FaasError
+from faas.errors import AdmissionRejected, FaasError, platform_failure
 
 log = logging.getLogger("faas.gateway")
 
@@ -33,12 +33,6 @@ def error_response(status: int, message: str, request_id: str = "",
     if request_id:
         hdrs["x-request-id"] = request_id
     return OrjsonResponse(body, status_code=status, headers=hdrs)
-
-
-def platform_failure(request_id: str) -> str:
-    """What a 500/502 says: the request id only; the details are in the operator's log."""
-    return (f"the platform failed to run this invocation (request id {request_id}); "
-            "the operator's log has the details")
 
 
 def failure_response(exc: FaasError, request_id: str) -> Response:

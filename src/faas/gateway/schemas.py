@@ -98,6 +98,11 @@ class FunctionSpecBody(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, description="at most 64")
     content_type: str = Field(default="application/octet-stream",
                               description="the raw route's response Content-Type")
+    max_attempts: int | None = Field(default=None, ge=1, le=10, description=(
+        "attempts per call; null: 1 for sync calls, 3 for async ones"))
+    retry_timeouts: bool = Field(default=False, description="retry a call that timed out")
+    retry_failures: bool = Field(default=False,
+                                 description="retry a call whose command exited non-zero")
 
 
 class SpecAnswer(_Answer):
@@ -114,6 +119,9 @@ class SpecAnswer(_Answer):
     description: str
     labels: dict[str, str]
     content_type: str
+    max_attempts: int | None
+    retry_timeouts: bool
+    retry_failures: bool
 
 
 class BundleAnswer(_Answer):
@@ -153,3 +161,56 @@ class FunctionDetail(_Answer):
     spec: SpecAnswer
     bundle: BundleAnswer | None
     invocations: dict[str, int] = Field(description="outcome -> calls of this life's versions")
+
+
+class Accepted(_Answer):
+    """An asynchronous call was queued (durably): poll ``Location`` for its record."""
+
+    invocation_id: str
+    status: Literal["queued"]
+
+
+class CallbackState(_Answer):
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_error: str | None
+    delivered_at: str | None
+
+
+class InvocationSummary(_Answer):
+    """One invocation's record without its output (lists)."""
+
+    id: str = Field(description="32 hex digits")
+    request_id: str
+    function_id: str
+    version: int | None = Field(description="null: an ad hoc call")
+    mode: Literal["sync", "async"]
+    status: Literal["queued", "running", "succeeded", "failed", "timed_out", "error",
+                    "cancelled"]
+    accepted_at: str = Field(description="ISO 8601, UTC")
+    started_at: str | None
+    finished_at: str | None
+    queue_wait_ms: float | None
+    duration_ms: float | None
+    start: dict[str, Any] | None = Field(description="kind (cold/warm/restored), start_ms")
+    executor: str | None
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    attempts: int
+    max_attempts: int
+    truncated: Truncated = Field(description="output cut by the executor or the record cap")
+    callback: CallbackState | None
+
+
+class InvocationAnswer(InvocationSummary):
+    """One invocation's record with its output (up to FAAS_RECORD_OUTPUT_BYTES each)."""
+
+    stdout: str = Field(description="UTF-8 (invalid bytes replaced)")
+    stderr: str
+
+
+class InvocationList(_Answer):
+    items: list[InvocationSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")

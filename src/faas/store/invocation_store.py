@@ -152,16 +152,6 @@ class SqlInvocations:
                     raise
         raise AssertionError("unreachable")
 
-    async def insert_finished(self, records: Sequence[InvocationRecord]) -> None:
-        """Insert records of calls that already ended (sync calls), in one transaction."""
-        if not records:
-            return
-
-        async def put(conn: Any) -> None:
-            await conn.execute(invocations.insert(), [_row(r) for r in records])
-
-        await self._write(put)
-
     async def claim(self, owner: str, limit: int, *, busy: Collection[str] = (),
                     running: Mapping[str, int] | None = None) -> list[InvocationRecord]:
         """Move up to ``limit`` of the oldest claimable queued calls to ``running`` under
@@ -206,13 +196,17 @@ class SqlInvocations:
 
         return await self._write(take)
 
-    async def finish(self, ends: Sequence[tuple[str, str, Outcome]]) -> set[str]:
-        """Write each ``(id, owner, outcome)`` over a row still running under that owner;
+    async def settle(self, ends: Sequence[tuple[str, str, Outcome]],
+                     inserts: Sequence[InvocationRecord] = ()) -> set[str]:
+        """In one transaction: insert ``inserts`` (records of sync calls that ended) and
+        write each ``(id, owner, outcome)`` over a row still running under that owner;
         return the ids written (a call cancelled or recovered meanwhile is left alone)."""
-        if not ends:
+        if not ends and not inserts:
             return set()
 
         async def write(conn: Any) -> set[str]:
+            if inserts:
+                await conn.execute(invocations.insert(), [_row(r) for r in inserts])
             done: set[str] = set()
             for invocation_id, owner, outcome in ends:
                 values = {name: getattr(outcome, name) for name in (
@@ -278,7 +272,7 @@ class SqlInvocations:
 
         return await self._read(read)
 
-    async def list(self, *, function_id: str | None = None, status: str | None = None,
+    async def list_records(self, *, function_id: str | None = None, status: str | None = None,
                    since: int | None = None, limit: int = 50,
                    cursor: str | None = None) -> InvocationPage:
         """Records newest first (by acceptance), ``limit`` (1..MAX_RECORD_PAGE) at a time;

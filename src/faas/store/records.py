@@ -97,6 +97,11 @@ class FunctionSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     bundle: BundleRef | None = None
     content_type: str | None = None
+    #: attempts per call (None: 1 for sync calls, 3 for async ones); platform errors are
+    #: retried, timeouts and the command's own failures only if these say so
+    max_attempts: int | None = None
+    retry_timeouts: bool = False
+    retry_failures: bool = False
 
     def __post_init__(self) -> None:
         command = tuple(self.command) if isinstance(self.command, list | tuple) else ()
@@ -118,7 +123,10 @@ class FunctionSpec:
                 raise ValidationError(f"{name} must be a string")
         if not isinstance(self.description, str):
             raise ValidationError("description must be a string")
-        for name in ("memory_mb", "vcpus", "max_concurrency"):
+        for name in ("retry_timeouts", "retry_failures"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValidationError(f"{name} must be a boolean")
+        for name in ("memory_mb", "vcpus", "max_concurrency", "max_attempts"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, int):
                 raise ValidationError(f"{name} must be an integer")
@@ -199,6 +207,9 @@ def spec_to_json(spec: FunctionSpec) -> str:
             "sha256": spec.bundle.sha256, "packed_bytes": spec.bundle.packed_bytes,
             "unpacked_bytes": spec.bundle.unpacked_bytes},
         "content_type": spec.content_type,
+        "max_attempts": spec.max_attempts,
+        "retry_timeouts": spec.retry_timeouts,
+        "retry_failures": spec.retry_failures,
     }
     try:
         # orjson escapes NUL as \u0000, so the text fits PostgreSQL's TEXT too.
@@ -223,4 +234,8 @@ def spec_from_json(text: str) -> FunctionSpec:
         labels=body["labels"],
         bundle=None if bundle is None else BundleRef(**bundle),
         content_type=body["content_type"],
+        # Added after format 1 was released: absent in older rows.
+        max_attempts=body.get("max_attempts"),
+        retry_timeouts=body.get("retry_timeouts", False),
+        retry_failures=body.get("retry_failures", False),
     )

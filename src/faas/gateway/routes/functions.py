@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from faas.errors import FaasError, InvalidSpec, ValidationError
+from faas.errors import FaasError, InvalidSpec, ValidationError, platform_failure
 from faas.functions import MAX_SPEC_BYTES, parse_spec
 from faas.functions.spec import CONTENT_TYPE, MAX_FUNCTION_CONCURRENCY
 from faas.functions.views import function_json, summary_json, version_json
@@ -37,7 +37,7 @@ from faas.gateway.body import (
 from faas.gateway.context import Gateway
 from faas.gateway.multipart import MultipartReader, boundary_of
 from faas.gateway.raw_route import RawRoute
-from faas.gateway.responses import OrjsonResponse, error_response, platform_failure
+from faas.gateway.responses import OrjsonResponse, error_response
 from faas.gateway.schemas import (
     ErrorBody,
     FunctionDetail,

@@ -9,6 +9,11 @@ failure. A 500/502 says only that the platform failed and gives the request
 id: its details (host paths, daemon messages) go to the log, never to the
 caller.
 
+Asynchronous (``Prefer: respond-async`` or ``?async=true``): the same checks,
+then the call is queued durably and answered 202 with its invocation id
+(``faas.gateway.async_call``, ``faas.invocations``). A sync call's record id
+is in ``X-Invocation-Id``.
+
 A deployed function (``faas.store``; ``?version=N`` pins one) runs its stored
 command with the caller's payload, environment and lower limits
 (``faas.functions.deployed``); any other id runs the body's ad hoc command,
@@ -50,11 +55,12 @@ from faas.gateway.body import (
     read_body,
     validate_invoke,
 )
+from faas.gateway.async_call import accepted, async_options, wants_async
 from faas.gateway.calls import find_deployed, pinned_version, run_call
 from faas.gateway.context import Gateway
 from faas.gateway.raw_route import RawRoute
 from faas.gateway.responses import OrjsonResponse, error_response, failure_response
-from faas.gateway.schemas import ErrorBody, InvokeResult, TimedOut
+from faas.gateway.schemas import Accepted, ErrorBody, InvokeResult, TimedOut
 from faas.logs import request_id_var
 from faas.models import InvokeRequest
 from faas.store.records import MAX_VERSION
@@ -81,7 +87,11 @@ def _error(why: str) -> dict[str, Any]:
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": Accepted, "description": "asynchronous (Prefer: respond-async or "
+          "?async=true): queued; Location names its record", "headers": {
+              "Location": {"description": "/invocations/{id}", "schema": {"type": "string"}}}},
     400: _error("malformed request"),
+    409: _error("cancelled by a DELETE of its invocation while the caller waited"),
     404: _error("image not found; function not deployed (FAAS_ALLOW_ADHOC=0) or no such "
                 "version"),
     408: _error("request body not received within the read timeout"),
@@ -144,6 +154,8 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             deployed = await find_deployed(gateway, function_id, pinned_version(request))
             if deployed is None and not settings.allow_adhoc:
                 raise NotFound("function not deployed")
+            is_async = wants_async(request)
+            options = await async_options(request, is_async, settings)
             loop = asyncio.get_running_loop()
             length = declared_length(request, settings.max_body_bytes)
             reservation = await budget.reserve(
@@ -164,13 +176,19 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             del data
             reservation.shrink(len(invoke_request.payload))
             encoding = invoke_request.output_encoding
+            if is_async:
+                gateway.orchestrator.check(function_id, invoke_request)
+                invocation_id, created = await gateway.records().accept(
+                    function_id, invoke_request, request_id, deployed,
+                    callback_url=options.callback_url, idempotency_key=options.idempotency_key)
+                return accepted(invocation_id, request_id, replayed=not created)
+            headers = {"x-request-id": request_id}
             result = await run_call(request, gateway, function_id, invoke_request, request_id,
-                                    deployed)
+                                    deployed, headers)
             del invoke_request
             if result is None:
                 return Response(status_code=499)
-            return OrjsonResponse(result.to_json(encoding),
-                                  headers={"x-request-id": request_id})
+            return OrjsonResponse(result.to_json(encoding), headers=headers)
         except ClientGone:
             log.debug("client disconnected while sending its request")
             return Response(status_code=499)
