@@ -4,7 +4,8 @@
     deploy                         faas.cli.deploy     a folder and its faas.toml -> a version
     functions ls|show|rm           faas.cli.functions
     invoke                         faas.cli.invoke     stdin -> payload; exit status: the function's
-    invocations ls|show|wait|cancel  faas.cli.invocations  the records of (asynchronous) calls
+    invocations ls|show|wait|cancel
+                                   faas.cli.invocations  the records of calls (invoke --async)
     new python NAME                faas.cli.new        a function folder to start from
 
 Client commands find the server from ``--url``, ``FAAS_URL``, or the address
