@@ -4,6 +4,8 @@
     deploy                         faas.cli.deploy     a folder and its faas.toml -> a version
     functions ls|show|rm           faas.cli.functions
     invoke                         faas.cli.invoke     stdin -> payload; exit status: the function's
+    invocations ls|show|wait|cancel
+                                   faas.cli.invocations  the records of calls (invoke --async)
     new python NAME                faas.cli.new        a function folder to start from
 
 Client commands find the server from ``--url``, ``FAAS_URL``, or the address
@@ -17,7 +19,7 @@ import argparse
 import signal
 import sys
 
-from faas.cli import deploy, functions, invoke, new, server
+from faas.cli import deploy, functions, invocations, invoke, new, server
 from faas.cli.common import EXIT_USAGE
 from faas.errors import ApiError, ClientError, FaasError
 
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_parser(sub)
     functions.add_parser(sub)
     invoke.add_parser(sub)
+    invocations.add_parser(sub)
     new.add_parser(sub)
     return parser
 
@@ -42,15 +45,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse ``argv``; ``faas invoke``'s ad hoc command is everything after ``--``.
 
     (argparse alone would bind an empty command right after NAME and then
-    refuse the words after ``--`` when options stand between them.)
+    refuse the words after ``--`` when options stand between them.) A command's
+    ``check_args`` default then refuses what argparse cannot (exit 2, as argparse).
     """
     parser = build_parser()
     if argv[:1] == ["invoke"] and "--" in argv:
         cut = argv.index("--")
         args = parser.parse_args(argv[:cut])
         args.command = [*args.command, *argv[cut + 1:]]
-        return args
-    return parser.parse_args(argv)
+    else:
+        args = parser.parse_args(argv)
+    check = getattr(args, "check_args", None)
+    if check is not None:
+        check(args)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,15 +5,19 @@ Exit statuses of every command: 0 success; ``EXIT_USAGE`` (2) a bad argument,
 or failed, or none answered. ``faas invoke`` instead exits with the function's
 own status, ``EXIT_TIMEOUT`` (124, as ``timeout(1)``) when its deadline passed,
 and ``EXIT_PLATFORM`` (125, as ``timeout(1)`` when it fails itself) when the
-platform refused, failed or could not be reached.
+platform refused, failed or could not be reached; ``faas invocations wait``
+exits as ``faas invoke`` would have (``record_exit_status``).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeGuard
 
 from faas.client import FaasClient, resolve_url
 from faas.config import Settings
@@ -23,6 +27,10 @@ EXIT_SERVER = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 124
 EXIT_PLATFORM = 125
+
+#: An invocation record in one of these never changes again.
+FINAL_STATUSES = ("succeeded", "failed", "timed_out", "error", "cancelled")
+STATUSES = ("queued", "running", *FINAL_STATUSES)
 
 
 #: With ``plain(__doc__)``: a command's module docstring as its ``--help`` description.
@@ -58,3 +66,41 @@ def key_values(entries: list[str] | None, flag: str) -> dict[str, str]:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
+
+
+def function_exit_status(result: Mapping[str, Any]) -> int | None:
+    """The function's own exit status: 128+N when signal N killed it (as a shell, and as
+    ``X-Faas-Exit-Code``), else its exit code; ``None`` when it has neither."""
+    sig, code = result.get("signal"), result.get("exit_code")
+    if _is_int(sig):
+        return 128 + sig
+    return code if _is_int(code) else None
+
+
+def record_exit_status(record: Mapping[str, Any]) -> int:
+    """What ``faas invoke`` would have exited with, from a final invocation record."""
+    status = record.get("status")
+    if status == "succeeded":
+        return 0
+    if status == "timed_out":
+        return EXIT_TIMEOUT
+    own = function_exit_status(record) if status == "failed" else None
+    return own if own else EXIT_PLATFORM  # a "failed" call that says 0 did not succeed
+
+
+def write_output(result: Mapping[str, Any]) -> None:
+    """A result's stdout and stderr to ours, byte for byte (``*_base64`` when it has them)."""
+    for stream, name in ((sys.stdout, "stdout"), (sys.stderr, "stderr")):
+        encoded = result.get(f"{name}_base64")
+        try:
+            data = (base64.b64decode(encoded, validate=True) if isinstance(encoded, str)
+                    else str(result.get(name) or "").encode())
+        except (binascii.Error, ValueError):
+            data = str(result.get(name) or "").encode()
+        stream.flush()
+        stream.buffer.write(data)
+        stream.buffer.flush()
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -6,13 +6,20 @@ pins one); with one (after ``--``) it runs that command ad hoc under the id
 stderr are written, byte for byte, to ours, and the exit status is its own:
 124 when its deadline passed, 125 when the platform refused or failed (the
 server's ``error`` is printed), 128+N when signal N killed it (as a shell).
+
+With ``--async`` it only queues the call and prints its invocation id (the
+whole 202 answer with ``--json``); ``faas invocations wait ID`` then writes
+its output and exits with its status as above. ``--callback-url`` (the
+server POSTs the finished record there) and ``--idempotency-key`` (the same
+key for the same function within 24 h answers with the first call's id and
+never runs it twice) need ``--async``.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import binascii
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,11 +29,13 @@ from faas.cli.common import (
     EXIT_TIMEOUT,
     RAW_HELP,
     add_url_flag,
+    function_exit_status,
     open_client,
     plain,
     print_json,
+    write_output,
 )
-from faas.errors import ValidationError
+from faas.errors import ApiError, ValidationError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,26 +58,59 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     inv.add_argument("--executor", help="ad hoc only: the isolation tier")
     inv.add_argument("--image", help="ad hoc only: the image (docker tier)")
     inv.add_argument("--json", action="store_true", help="print the whole JSON result")
-    inv.set_defaults(fn=invoke_command, client_error_status=EXIT_PLATFORM)
+    inv.add_argument("--async", dest="run_async", action="store_true",
+                     help="queue the call and print its invocation id (see faas invocations)")
+    inv.add_argument("--callback-url", metavar="URL",
+                     help="with --async: the server POSTs the finished record to this URL")
+    inv.add_argument("--idempotency-key", metavar="KEY",
+                     help="with --async: a retry with the same key gets the first call's id")
+    inv.set_defaults(fn=invoke_command, client_error_status=EXIT_PLATFORM,
+                     check_args=functools.partial(_check_args, inv))
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot say itself: the flags that need ``--async`` (exits 2)."""
+    if not args.run_async:
+        for flag, value in (("--callback-url", args.callback_url),
+                            ("--idempotency-key", args.idempotency_key)):
+            if value is not None:
+                parser.error(f"{flag} needs --async")
 
 
 def invoke_command(args: argparse.Namespace) -> int:
     body = _request_body(args, _payload(args))
+    if args.run_async:
+        return _invoke_async(args, body)
     with open_client(args) as client:
         status, result = client.invoke(args.function_id, body, version=args.version,
                                        timeout_s=args.timeout)
     if args.json:
         print_json(result)
     else:
-        _write_output(result)
+        write_output(result)
     timed_out = status == 504 or result.get("timed_out") is True
-    code = result.get("exit_code")
-    if timed_out or not isinstance(code, int) or isinstance(code, bool):
+    code = None if timed_out else function_exit_status(result)
+    if code is None:
         # No status of the function's own: say why (its non-zero exits speak for themselves).
         if not args.json and result.get("error"):
             print(f"faas invoke: {result['error']}", file=sys.stderr)
         return EXIT_TIMEOUT if timed_out else EXIT_PLATFORM
     return code
+
+
+def _invoke_async(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    with open_client(args) as client:
+        accepted = client.invoke_async(args.function_id, body, version=args.version,
+                                       callback_url=args.callback_url,
+                                       idempotency_key=args.idempotency_key)
+    if args.json:
+        print_json(accepted)
+        return 0
+    invocation_id = accepted.get("invocation_id")
+    if not isinstance(invocation_id, str) or not invocation_id:
+        raise ApiError("the server accepted the call but named no invocation_id", 202)
+    print(invocation_id)
+    return 0
 
 
 def _payload(args: argparse.Namespace) -> bytes:
@@ -103,16 +145,3 @@ def _request_body(args: argparse.Namespace, payload: bytes) -> dict[str, Any]:
         if value is not None:
             body[field] = value
     return body
-
-
-def _write_output(result: dict[str, Any]) -> None:
-    for stream, name in ((sys.stdout, "stdout"), (sys.stderr, "stderr")):
-        encoded = result.get(f"{name}_base64")
-        try:
-            data = (base64.b64decode(encoded, validate=True) if isinstance(encoded, str)
-                    else str(result.get(name) or "").encode())
-        except (binascii.Error, ValueError):
-            data = str(result.get(name) or "").encode()
-        stream.flush()
-        stream.buffer.write(data)
-        stream.buffer.flush()

@@ -2,8 +2,10 @@
 
     resolve_url(flag, settings)         --url > FAAS_URL > http://FAAS_HOST:FAAS_GATEWAY_PORT
     FaasClient(base_url, transport=)    deploy, list_functions, get_function, get_version,
-                                        delete_function, invoke (raises ApiError,
-                                        ServerUnreachable: see faas.errors)
+                                        delete_function, invoke, invoke_async,
+                                        invocation, invocations, cancel_invocation
+                                        (raises ApiError, ServerUnreachable: see
+                                        faas.errors)
     load_manifest(folder) -> Manifest   a folder's faas.toml, checked (format in manifest.py)
     pack_function_folder(folder, exclude) -> (bytes, BundleInfo)   the bundle to upload
 """

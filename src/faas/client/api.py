@@ -6,9 +6,15 @@ when the server answered an error status (with its ``error`` and
 time. ``invoke`` is the exception: a 504 (the deadline passed) still carries
 the partial result, so it returns the status with the body.
 
+Asynchronous calls (``invoke_async``) answer 202 at once with an invocation
+id; ``invocation`` reads its record (long-polling with ``wait_s``),
+``invocations`` lists records a page at a time, ``cancel_invocation`` stops
+one that has not finished (409, an ``ApiError``, once it has).
+
 Timeouts are bounded everywhere: connecting takes at most ``CONNECT_TIMEOUT_S``;
 reading an answer ``REQUEST_TIMEOUT_S``, or for an invocation its deadline
-plus ``INVOKE_GRACE_S`` (the server's maximum when the call names none).
+plus ``INVOKE_GRACE_S`` (the server's maximum when the call names none), or
+for a long poll its ``wait_s`` plus ``REQUEST_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -101,6 +107,51 @@ class FaasClient:
                 return response.status_code, data
         raise _api_error(response)
 
+    # -- invocation records ----------------------------------------------------------
+
+    def invoke_async(self, function_id: str, body: Mapping[str, Any], *,
+                     version: int | None = None, callback_url: str | None = None,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        """``POST /functions/{id}/invoke`` with ``Prefer: respond-async``: the 202 body,
+        ``{"invocation_id": ..., "status": "queued"}``."""
+        headers = {"Prefer": "respond-async"}
+        if callback_url is not None:
+            headers["X-Callback-Url"] = callback_url
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        params = {"version": version} if version is not None else None
+        response = self._request("POST", f"{_function_path(function_id)}/invoke",
+                                 json=dict(body), params=params, headers=headers)
+        data = _decode(response)
+        if response.status_code != 202 or data is None:
+            # A 200 here is a server without asynchronous calls that ran it synchronously.
+            raise ApiError(f"expected 202 Accepted with a JSON body to an asynchronous call, "
+                           f"got HTTP {response.status_code}", response.status_code)
+        return data
+
+    def invocation(self, invocation_id: str, *, wait_s: float | None = None
+                   ) -> dict[str, Any]:
+        """``GET /invocations/{id}``: its record; with ``wait_s``, once it is final or
+        ``wait_s`` seconds passed (the server allows 0 to 60)."""
+        if wait_s is None:
+            return self._json("GET", _invocation_path(invocation_id))
+        return self._json("GET", _invocation_path(invocation_id),
+                          params={"wait": f"{wait_s:g}"}, timeout=wait_s + REQUEST_TIMEOUT_S)
+
+    def invocations(self, *, function: str | None = None, status: str | None = None,
+                    since: str | None = None, limit: int | None = None,
+                    cursor: str | None = None) -> dict[str, Any]:
+        """``GET /invocations``: one page, ``{"items": [summary, ...], "next_cursor": ...}``,
+        newest first."""
+        given = {"function": function, "status": status, "since": since, "limit": limit,
+                 "cursor": cursor}
+        return self._json("GET", "/invocations",
+                          params={k: v for k, v in given.items() if v is not None})
+
+    def cancel_invocation(self, invocation_id: str) -> dict[str, Any]:
+        """``DELETE /invocations/{id}``: the record, now ``cancelled``."""
+        return self._json("DELETE", _invocation_path(invocation_id))
+
     # -- plumbing --------------------------------------------------------------------
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -136,6 +187,10 @@ class FaasClient:
 def _function_path(name: str) -> str:
     # Quoted whole: a name with "/" or "?" reaches the server as one (refused) id.
     return f"/functions/{quote(name, safe='')}"
+
+
+def _invocation_path(invocation_id: str) -> str:
+    return f"/invocations/{quote(invocation_id, safe='')}"
 
 
 def _decode(response: httpx.Response) -> dict[str, Any] | None:
