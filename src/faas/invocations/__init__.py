@@ -1,0 +1,1 @@
+"""Invocation records, the durable async queue, and callbacks."""
