@@ -58,10 +58,11 @@ async def async_options(request: Request, is_async: bool, settings: Settings) ->
     return AsyncOptions(callback, key)
 
 
-def accepted(invocation_id: str, request_id: str, replayed: bool) -> Response:
+def accepted(invocation_id: str, request_id: str, status: str, replayed: bool) -> Response:
+    """202: queued, or (``replayed``) the first call of this Idempotency-Key, as it is now."""
     headers = {"location": f"/invocations/{invocation_id}", "x-request-id": request_id,
                "x-invocation-id": invocation_id}
     if replayed:
         headers["idempotent-replayed"] = "true"
-    return OrjsonResponse({"invocation_id": invocation_id, "status": "queued"},
+    return OrjsonResponse({"invocation_id": invocation_id, "status": status},
                           status_code=202, headers=headers)

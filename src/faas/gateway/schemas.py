@@ -164,10 +164,12 @@ class FunctionDetail(_Answer):
 
 
 class Accepted(_Answer):
-    """An asynchronous call was queued (durably): poll ``Location`` for its record."""
+    """An asynchronous call was queued (durably): poll ``Location`` for its record. A
+    repeated Idempotency-Key answers the first call's id and its status now."""
 
     invocation_id: str
-    status: Literal["queued"]
+    status: Literal["queued", "running", "succeeded", "failed", "timed_out", "error",
+                    "cancelled"]
 
 
 class CallbackState(_Answer):

@@ -18,14 +18,18 @@ import logging
 import uuid
 from typing import Any
 
+import orjson
+
 from faas.config import Settings
 from faas.errors import Conflict, FaasError, ShuttingDown
 from faas.functions import Functions
+from faas.invocations.callbacks import CallbackSender, DueCallback, load_callback_key
 from faas.invocations.codec import encode_call
 from faas.invocations.dispatcher import Dispatcher
 from faas.invocations.live import LiveCall, LiveCalls
 from faas.invocations.outcome import from_error, from_result
 from faas.invocations.owner import is_gone, this_owner
+from faas.invocations.views import record_json
 from faas.invocations.writer import RecordWriter
 from faas.models import InvocationResult, InvokeRequest
 from faas.orchestrator import Orchestrator
@@ -69,6 +73,7 @@ class Invocations:
                                      self._ended)
         self._orchestrator = orchestrator
         self._pruner: asyncio.Task[None] | None = None
+        self.callbacks: CallbackSender | None = None
 
     @classmethod
     async def open(cls, settings: Settings, functions: Functions,
@@ -78,6 +83,12 @@ class Invocations:
         if recovered.requeued or recovered.failed:
             log.warning("recovered calls a dead server left running: %d queued again, %d "
                         "marked error", len(recovered.requeued), len(recovered.failed))
+        key = await asyncio.to_thread(load_callback_key, settings.data_dir,
+                                      self.settings.callback_key)
+        self.callbacks = CallbackSender(
+            CallbackRecords(self.store), key, retry_s=self.settings.callback_retry_s,
+            allow_private=self.settings.callback_allow_private)
+        self.callbacks.start()
         self.writer.start()
         self.dispatcher.start()
         orchestrator.admission.released = self.dispatcher.wake
@@ -152,9 +163,13 @@ class Invocations:
     def _written(self, ended: set[str], inserts: list[InvocationRecord]) -> None:
         if inserts:
             self.live.settled([record.id for record in inserts])
+            if any(record.callback_url for record in inserts):
+                self._ended()
 
     def _ended(self) -> None:
-        """An async call's outcome is in the store (callbacks may be due)."""
+        """A call's outcome is in the store (its callback may be due)."""
+        if self.callbacks is not None:
+            self.callbacks.wake()
 
     # -- records ---------------------------------------------------------------------
 
@@ -190,6 +205,7 @@ class Invocations:
         record, was = await self.store.cancel(invocation_id)
         if was == RUNNING:
             self.live.cancel(invocation_id, record)
+        self._ended()
         return record
 
     # -- lifecycle -------------------------------------------------------------------
@@ -218,4 +234,25 @@ class Invocations:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pruner
         await self.writer.close()
+        if self.callbacks is not None:
+            await self.callbacks.close()
 
+
+
+class CallbackRecords:
+    """The callback sender's view of the store: due records rendered as the API shows them."""
+
+    def __init__(self, store: SqlInvocations) -> None:
+        self._store = store
+
+    async def due_callbacks(self, now_us: int, limit: int) -> list[DueCallback]:
+        return [DueCallback(r.id, r.callback_url or "", orjson.dumps(record_json(r)),
+                            r.callback_attempts, r.finished_at or now_us)
+                for r in await self._store.due_callbacks(now_us, limit)]
+
+    async def callback_outcome(self, invocation_id: str, *, state: str, attempts: int,
+                               next_at_us: int | None, error: str | None,
+                               delivered_at_us: int | None) -> None:
+        await self._store.callback_outcome(invocation_id, state=state, attempts=attempts,
+                                           next_at=next_at_us, error=error,
+                                           delivered_at=delivered_at_us)

@@ -352,11 +352,10 @@ class SqlInvocations:
             if removed < _PRUNE_BATCH:
                 return total
 
-    async def due_callbacks(self, limit: int) -> list[InvocationRecord]:
-        """Up to ``limit`` records whose callback is due, leased for ``CALLBACK_LEASE_US``
-        (not handed out again meanwhile)."""
+    async def due_callbacks(self, now: int, limit: int) -> list[InvocationRecord]:
+        """Up to ``limit`` records whose callback is due at ``now``, leased for
+        ``CALLBACK_LEASE_US`` (not handed out again meanwhile)."""
         async def take(conn: Any) -> list[InvocationRecord]:
-            now = now_us()
             ids = [row.id for row in await conn.execute(
                 select(invocations.c.id).where(invocations.c.callback_state == CALLBACK_PENDING,
                                                invocations.c.callback_next_at <= now)

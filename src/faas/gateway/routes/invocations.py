@@ -10,6 +10,7 @@ queued or running call (a running one's sandbox is killed): 409 once final.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -71,7 +72,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
         try:
             if status is not None and status not in STATUSES:
                 raise ValidationError(f"status must be one of {', '.join(STATUSES)}")
-            page = await gateway.records().list(
+            page = await gateway.records().list_records(
                 function_id=function, status=status,
                 since=None if since is None else parse_since(since), limit=limit,
                 cursor=cursor)
@@ -87,7 +88,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             return failure_response(exc, "")
         return OrjsonResponse(record_json(record))
 
-    tags = ["invocations"]
+    tags: list[str | Enum] = ["invocations"]
     api.add_api_route("/invocations/{invocation_id}", get_invocation, methods=["GET"],
                       tags=tags, summary="An invocation's record (long-poll with ?wait=)",
                       response_model=InvocationAnswer, responses=_RESPONSES)

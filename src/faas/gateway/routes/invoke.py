@@ -47,6 +47,7 @@ from faas.errors import (
     ValidationError,
 )
 from faas.functions import deployed_request
+from faas.gateway.async_call import accepted, async_options, wants_async
 from faas.gateway.body import (
     ClientGone,
     declared_length,
@@ -55,7 +56,6 @@ from faas.gateway.body import (
     read_body,
     validate_invoke,
 )
-from faas.gateway.async_call import accepted, async_options, wants_async
 from faas.gateway.calls import find_deployed, pinned_version, run_call
 from faas.gateway.context import Gateway
 from faas.gateway.raw_route import RawRoute
@@ -181,7 +181,9 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                 invocation_id, created = await gateway.records().accept(
                     function_id, invoke_request, request_id, deployed,
                     callback_url=options.callback_url, idempotency_key=options.idempotency_key)
-                return accepted(invocation_id, request_id, replayed=not created)
+                status = "queued" if created else (
+                    await gateway.records().get(invocation_id)).status
+                return accepted(invocation_id, request_id, status, replayed=not created)
             headers = {"x-request-id": request_id}
             result = await run_call(request, gateway, function_id, invoke_request, request_id,
                                     deployed, headers)
