@@ -11,8 +11,11 @@ import hashlib
 import hmac
 import os
 import random
+import shutil
 import socket
+import ssl
 import stat
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -440,3 +443,62 @@ async def test_wake_delivers_without_waiting_for_the_poll(receiver: Receiver) ->
     finally:
         await sender.close()
     assert queue.outcomes[0]["state"] == "delivered"
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name}"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+@pytest.mark.parametrize(("cert_name", "delivered"), [("hooks.test", True),
+                                                      ("other.test", False)])
+async def test_https_to_the_address_checks_the_certificate_against_the_name(
+        receiver: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        cert_name: str, delivered: bool) -> None:
+    """The connection goes to 127.0.0.1, yet TLS sends SNI ``hooks.test`` and verifies the
+    certificate for that name (httpcore's ``sni_hostname``): a certificate for another
+    name fails, as would one for the bare address."""
+    cert, key = _self_signed(tmp_path, cert_name)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    sni_seen: list[str] = []
+
+    def record_sni(_sock: ssl.SSLObject, name: str, _ctx: ssl.SSLContext) -> None:
+        sni_seen.append(name)
+
+    server_tls.sni_callback = record_sni
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def resolve(host: Any, port: Any, **kwargs: Any) -> Any:
+        return await real("127.0.0.1" if host == "hooks.test" else host, port, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolve)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    transport = httpx.AsyncHTTPTransport(verify=client_tls, trust_env=False)
+    queue = FakeQueue({INVOCATION: Entry(f"https://hooks.test:{port}/tls", BODY, now_us())})
+    sender = CallbackSender(queue, KEY, retry_s=3600, allow_private=True, poll_s=0.02,
+                            transport=transport)
+    async with server:
+        sender.start()
+        try:
+            await until(lambda: len(queue.outcomes) == 1)
+        finally:
+            await sender.close()
+    assert sni_seen and sni_seen[0] == "hooks.test"
+    if delivered:
+        assert queue.outcomes[0]["state"] == "delivered", queue.outcomes
+        assert receiver.requests[0].headers["host"] == f"hooks.test:{port}"
+    else:
+        assert queue.outcomes[0]["state"] == "pending"
+        assert queue.outcomes[0]["error"] == "connect error (ConnectError)"
+        assert receiver.requests == []

@@ -192,7 +192,12 @@ class _Undelivered(Exception):
 
 
 class CallbackSender:
-    """Delivers due callbacks in the background: ``start()``, ``wake()``, ``close()``."""
+    """Delivers due callbacks in the background: ``start()``, ``wake()``, ``close()``.
+
+    ``transport`` replaces the default one (no keep-alive, no proxies) in tests;
+    the sender closes it. ``clock_us`` (microseconds since the epoch) and
+    ``rng`` (full jitter's draws) are injectable for tests too.
+    """
 
     def __init__(self, queue: CallbackQueue, key: bytes, *, retry_s: float,
                  allow_private: bool, transport: httpx.AsyncBaseTransport | None = None,
