@@ -67,6 +67,8 @@ class InvocationSettings:
     record_output_bytes: int = 64 * 1024
     record_ttl_s: float = 7 * 24 * 3600.0
     max_async_queue: int = 10_000
+    #: what the queued calls' requests (payloads, argv, env) may take in the store, in all
+    max_async_queue_bytes: int = 1024 * MiB
     callback_retry_s: float = 3600.0
     callback_allow_private: bool = False
     callback_key: str = ""

@@ -161,6 +161,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("FAAS_RECORD_OUTPUT_BYTES", "invocations.record_output_bytes", _NONNEG, "1024", "-1"),
     Var("FAAS_RECORD_TTL_S", "invocations.record_ttl_s", _float(1), "3600", "0"),
     Var("FAAS_MAX_ASYNC_QUEUE", "invocations.max_async_queue", _POS, "100", "0"),
+    Var("FAAS_MAX_ASYNC_QUEUE_BYTES", "invocations.max_async_queue_bytes", _POS, "1048576",
+        "1G"),
     Var("FAAS_CALLBACK_RETRY_S", "invocations.callback_retry_s", _float(0), "60", "-1"),
     Var("FAAS_CALLBACK_ALLOW_PRIVATE", "invocations.callback_allow_private", _bool, "1",
         "perhaps"),

@@ -119,7 +119,8 @@ class Invocations:
             callback_url=callback_url)
         invocation_id, created = await self.store.enqueue(
             record, idempotency_key=idempotency_key, key_ttl_us=IDEMPOTENCY_TTL_US,
-            max_queued=self.settings.max_async_queue)
+            max_queued=self.settings.max_async_queue,
+            max_queued_bytes=self.settings.max_async_queue_bytes)
         if created:
             self.dispatcher.wake()
         return invocation_id, created
@@ -143,7 +144,7 @@ class Invocations:
         """Record how a sync call ended (written in the background): with ``result``, with
         ``exc``, or neither (cancelled: by a DELETE, or its client went away)."""
         cap = self.settings.record_output_bytes
-        if exc is not None:
+        if exc is not None and not call.cancelled:
             outcome = from_error(exc, cap, call.record.request_id)
         elif result is not None:
             outcome = from_result(result, cap)

@@ -70,6 +70,7 @@ class InvocationRecord:
     concurrency_cap: int | None = None
     output_encoding: str = "text"
     request: bytes | None = None
+    request_bytes: int = 0
     started_at: int | None = None
     finished_at: int | None = None
     not_before: int = 0

@@ -12,6 +12,7 @@ cancelled or recovered meanwhile keeps that state.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import fields
@@ -107,15 +108,19 @@ class SqlInvocations:
         return result
 
     async def enqueue(self, record: InvocationRecord, *, idempotency_key: str | None = None,
-                      key_ttl_us: int = 0, max_queued: int) -> tuple[str, bool]:
+                      key_ttl_us: int = 0, max_queued: int,
+                      max_queued_bytes: int | None = None) -> tuple[str, bool]:
         """Insert a queued call; return ``(id, True)``, or ``(first id, False)`` for a key
         already used for this function within its time to live (nothing is inserted).
 
-        ``AdmissionRejected`` when ``max_queued`` calls are already queued.
+        ``AdmissionRejected`` when ``max_queued`` calls are already queued, or when this
+        call's ``request`` would take the queued requests past ``max_queued_bytes``.
         """
         check_invocation_id(record.id)
         if record.status != QUEUED:
             raise ValidationError("an enqueued call is queued")
+        size = len(record.request or b"")
+        record = dataclasses.replace(record, request_bytes=size)
 
         async def put(conn: Any) -> tuple[str, bool]:
             now = now_us()
@@ -129,12 +134,14 @@ class SqlInvocations:
                     return str(found.invocation_id), False
                 if found is not None:
                     await conn.execute(delete(idempotency_keys).where(key))
-            queued = (await conn.execute(select(func.count()).select_from(invocations).where(
-                invocations.c.status == QUEUED))).scalar_one()
-            if queued >= max_queued:
+            queued, queued_bytes = (await conn.execute(
+                select(func.count(), func.coalesce(func.sum(invocations.c.request_bytes), 0))
+                .where(invocations.c.status == QUEUED))).one()
+            if queued >= max_queued or (max_queued_bytes is not None
+                                        and queued_bytes + size > max_queued_bytes):
                 raise AdmissionRejected(
-                    f"the asynchronous queue is full ({queued} calls queued); retry later",
-                    retry_after_s=5)
+                    f"the asynchronous queue is full ({queued} calls, {queued_bytes} bytes "
+                    "queued); retry later", retry_after_s=5)
             await conn.execute(invocations.insert().values(**_row(record)))
             if idempotency_key is not None:
                 await conn.execute(idempotency_keys.insert().values(

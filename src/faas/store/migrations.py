@@ -123,6 +123,7 @@ async def _v3_invocations(conn: AsyncConnection, dialect: str) -> None:
             retry_failures INTEGER NOT NULL,
             concurrency_cap INTEGER,
             request {blob},
+            request_bytes INTEGER NOT NULL,
             executor TEXT,
             start_kind TEXT,
             start_ms DOUBLE PRECISION,
@@ -143,6 +144,7 @@ async def _v3_invocations(conn: AsyncConnection, dialect: str) -> None:
             callback_delivered_at BIGINT
         );
         CREATE INDEX invocations_queue ON invocations (status, not_before, accepted_at, id);
+        CREATE INDEX invocations_queue_bytes ON invocations (status, request_bytes);
         CREATE INDEX invocations_by_time ON invocations (accepted_at, id);
         CREATE INDEX invocations_by_function ON invocations (function_id, accepted_at, id);
         CREATE INDEX invocations_finished ON invocations (finished_at);

@@ -71,6 +71,8 @@ invocations = Table(
     Column("concurrency_cap", Integer),
     #: what to run (the call as JSON), kept until the call is final
     Column("request", LargeBinary),
+    #: the size of ``request`` when it was queued (the queue's bytes are bounded)
+    Column("request_bytes", Integer, nullable=False),
     Column("executor", Text),
     Column("start_kind", Text),
     Column("start_ms", Float),
