@@ -129,7 +129,8 @@ async def test_deploy_invoke_and_read_back(api: Api) -> None:
     assert version["created_at"].endswith("Z")
     assert set(version["spec"]) == {"command", "image", "executor", "env_vars", "timeout_s",
                                     "memory_mb", "vcpus", "max_concurrency", "description",
-                                    "labels", "content_type"}
+                                    "labels", "content_type", "max_attempts",
+                                    "retry_timeouts", "retry_failures"}
     assert version["spec"]["content_type"] == "application/octet-stream"
 
     r = await api.invoke("echo", {"payload": base64.b64encode(b"world").decode()})
