@@ -133,8 +133,24 @@ def _bound(prop: dict[str, Any], **limits: Any) -> None:
             branch[key] = value
 
 
+Prefer = Annotated[str, Header(
+    alias="Prefer", description='"respond-async": queue the call and answer 202 at once')]
+AsyncFlag = Annotated[bool | None, Query(
+    alias="async", description="true: the same as Prefer: respond-async")]
+CallbackUrl = Annotated[str | None, Header(
+    alias="X-Callback-Url", max_length=2048, description=(
+        "async only: POST the record there when the call ends (http/https; private, "
+        "loopback and link-local targets refused unless the operator allows them)"))]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", description="async only: the same key within 24 h answers the "
+    "first call's id and never runs twice", json_schema_extra={
+        "pattern": "^[A-Za-z0-9._:-]{1,128}$"})]
+
+
 def parameters(function_id: FunctionId, x_request_id: RequestId = "",
-               version: Version = None) -> None:
+               version: Version = None, prefer: Prefer = "", is_async: AsyncFlag = None,
+               x_callback_url: CallbackUrl = None,
+               idempotency_key: IdempotencyKey = None) -> None:
     """The route's parameters, declared for the document; ``invoke`` reads and checks them."""
 
 
