@@ -30,7 +30,8 @@ def queued(function_id: str = "fn", *, accepted_at: int | None = None,
            **fields: Any) -> InvocationRecord:
     """A queued async call of ``function_id``, accepted ``accepted_at`` (default: now)."""
     return InvocationRecord(
-        id=fields.pop("id") if "id" in fields else new_id(), request_id=fields.pop("request_id", "req"),
+        id=fields.pop("id") if "id" in fields else new_id(),
+        request_id=fields.pop("request_id", "req"),
         function_id=function_id, version=fields.pop("version", 1), mode="async",
         status=QUEUED, accepted_at=now_us() if accepted_at is None else accepted_at,
         request=fields.pop("request", b'{"body": "x"}'), **fields)
@@ -62,6 +63,10 @@ async def raw(backend: Backend) -> AsyncIterator[AsyncConnection]:
         await engines.dispose()
 
 
+COUNTS = {"invocations": text("SELECT COUNT(*) FROM invocations"),
+          "idempotency_keys": text("SELECT COUNT(*) FROM idempotency_keys")}
+
+
 async def count_rows(backend: Backend, table: str) -> int:
     async with raw(backend) as conn:
-        return int((await conn.execute(text(f"SELECT COUNT(*) FROM {table}"))).scalar_one())
+        return int((await conn.execute(COUNTS[table])).scalar_one())
