@@ -1,12 +1,15 @@
-"""The versioned schema on both engines: create, upgrade with data, refuse newer, race."""
+"""The versioned schema on both engines: create, upgrade with data (from v1 and from v2),
+refuse newer, race."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from store_backend import Backend
 from faas.errors import SchemaTooNew
 from faas.store import SCHEMA_VERSION, FunctionSpec
 from faas.store.engine import create_engines
+from faas.store.invocation_records import InvocationRecord, Outcome
 from faas.store.migrations import MIGRATIONS, migrate
 from faas.store.url import parse_database_url
 
@@ -160,3 +164,64 @@ async def test_concurrent_openers_in_separate_processes(backend: Backend, tmp_pa
     outputs = [await proc.communicate() for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
     assert await applied_versions(backend) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_version_two_database_with_data_is_upgraded(backend: Backend) -> None:
+    target = parse_database_url(backend.database_url, backend.data_dir)
+    backend.data_dir.mkdir(mode=0o700)
+    engines = create_engines(target)
+    try:
+        assert await migrate(engines.write, target=2) == 2
+    finally:
+        await engines.dispose()
+    async with raw(backend) as conn:
+        await conn.execute(text(
+            "INSERT INTO functions (id, latest_version, first_version, created_at, updated_at) "
+            "VALUES ('old', 1, 1, 1000000, 1000000)"))
+        # A spec written before max_attempts, retry_timeouts and retry_failures existed.
+        await conn.execute(text(
+            "INSERT INTO function_versions (function_id, version, spec, created_at) "
+            "VALUES ('old', 1, :s, 1000000)"), {"s": v1_spec("old", {"team": "core"})})
+        await conn.execute(text(
+            "INSERT INTO function_labels (function_id, label_key, label_value) "
+            "VALUES ('old', 'team', 'core')"))
+        await conn.execute(text(
+            "INSERT INTO invocation_counts (function_id, version, outcome, invocations) "
+            "VALUES ('old', 1, 'ok', 41)"))
+    assert await applied_versions(backend) == [1, 2]
+
+    store = await backend.open()
+    try:
+        assert await applied_versions(backend) == list(range(1, SCHEMA_VERSION + 1))
+        spec = (await store.get_version("old", 1)).spec
+        assert (spec.max_attempts, spec.retry_timeouts, spec.retry_failures) == (
+            None, False, False)
+        assert spec.description == "old" and spec.labels == {"team": "core"}
+        await store.count_invocation("old", 1, "ok")
+        assert dict((await store.get_function("old")).invocations) == {"ok": 42}
+        page = await store.list_functions(labels={"team": "core"})
+        assert [i.function_id for i in page.items] == ["old"]
+        # The new keys are stored by the new code.
+        put = await store.put_function("old", FunctionSpec(
+            command=("x",), max_attempts=4, retry_timeouts=True, retry_failures=True))
+        spec = (await store.get_version("old", put.version)).spec
+        assert (spec.max_attempts, spec.retry_timeouts, spec.retry_failures) == (4, True, True)
+
+        # The invocation tables v3 added work.
+        call = InvocationRecord(id=uuid.uuid4().hex, request_id="r", function_id="old",
+                                version=1, mode="async", status="queued", accepted_at=1,
+                                request=b"{}", callback_url="https://x/y")
+        assert await store.invocations.enqueue(
+            call, idempotency_key="k", key_ttl_us=10**9, max_queued=10) == (call.id, True)
+        assert await store.invocations.enqueue(
+            replace(call, id=uuid.uuid4().hex), idempotency_key="k", key_ttl_us=10**9,
+            max_queued=10) == (call.id, False)
+        [claimed] = await store.invocations.claim("owner", 5)
+        assert claimed.id == call.id
+        assert await store.invocations.settle([(call.id, "owner", Outcome(
+            status="succeeded", finished_at=2, stdout=b"\xff"))]) == {call.id}
+        got = await store.invocations.get(call.id)
+        assert (got.status, got.stdout, got.callback_state) == ("succeeded", b"\xff", "pending")
+        assert [r.id for r in (await store.invocations.list_records()).items] == [call.id]
+    finally:
+        await store.close()

@@ -1,0 +1,72 @@
+"""Building blocks of the invocation store tests (a module of its own: test folders are not
+packages, so tests import it by bare name, as they do ``store_backend``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+from store_backend import Backend
+
+from faas.store.engine import create_engines
+from faas.store.invocation_records import QUEUED, InvocationRecord, Outcome
+from faas.store.invocation_store import now_us
+from faas.store.url import parse_database_url
+
+#: Far more than any test needs: the queue bound is not what these tests are about.
+ROOMY = 1_000_000
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def queued(function_id: str = "fn", *, accepted_at: int | None = None,
+           **fields: Any) -> InvocationRecord:
+    """A queued async call of ``function_id``, accepted ``accepted_at`` (default: now)."""
+    return InvocationRecord(
+        id=fields.pop("id") if "id" in fields else new_id(),
+        request_id=fields.pop("request_id", "req"),
+        function_id=function_id, version=fields.pop("version", 1), mode="async",
+        status=QUEUED, accepted_at=now_us() if accepted_at is None else accepted_at,
+        request=fields.pop("request", b'{"body": "x"}'), **fields)
+
+
+def ended(status: str = "succeeded", *, function_id: str = "fn", accepted_at: int | None = None,
+          **fields: Any) -> InvocationRecord:
+    """A final record of a sync call, as ``settle`` inserts one."""
+    at = now_us() if accepted_at is None else accepted_at
+    record = queued(function_id, accepted_at=at, request=None)
+    return replace(record, mode="sync", status=status, started_at=at,
+                   finished_at=fields.pop("finished_at", at + 1000), attempts=1, **fields)
+
+
+def outcome(status: str = "succeeded", **fields: Any) -> Outcome:
+    return Outcome(status=status, finished_at=fields.pop("finished_at", now_us()), **fields)
+
+
+@asynccontextmanager
+async def raw(backend: Backend) -> AsyncIterator[AsyncConnection]:
+    """A plain transaction on the test's database, beside the store."""
+    target = parse_database_url(backend.database_url, backend.data_dir)
+    backend.data_dir.mkdir(mode=0o700, exist_ok=True)
+    engines = create_engines(target)
+    try:
+        async with engines.write.begin() as conn:
+            yield conn
+    finally:
+        await engines.dispose()
+
+
+COUNTS = {"invocations": text("SELECT COUNT(*) FROM invocations"),
+          "idempotency_keys": text("SELECT COUNT(*) FROM idempotency_keys")}
+
+
+async def count_rows(backend: Backend, table: str) -> int:
+    async with raw(backend) as conn:
+        return int((await conn.execute(COUNTS[table])).scalar_one())
