@@ -12,6 +12,8 @@ cancelled or recovered meanwhile keeps that state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import fields
@@ -51,6 +53,9 @@ _CLAIM_WINDOW = 4
 CALLBACK_LEASE_US = 60_000_000
 #: Rows deleted per statement when pruning.
 _PRUNE_BATCH = 1000
+_INSERT = invocations.insert()
+_COUNT_QUEUED = select(func.count()).select_from(invocations).where(
+    invocations.c.status == QUEUED)
 
 
 def now_us() -> int:
@@ -91,10 +96,15 @@ class SqlInvocations:
         self._target = target
         self._engines = engines
         self._shield = shield
+        # SQLite lets one writer in at a time; the others sleep in its busy handler in
+        # growing steps (up to 100 ms, failing after the busy timeout). Queued here, each
+        # write starts as soon as the one before it commits.
+        self._write_turn = asyncio.Lock() if target.engine == "sqlite" else None
 
     async def _write(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
         async def run() -> T:
-            async with database_errors(self._target), self._engines.write.begin() as conn:
+            async with (self._write_turn or contextlib.nullcontext()), \
+                    database_errors(self._target), self._engines.write.begin() as conn:
                 return await work(conn)
         result: T = await self._shield(run())
         return result
@@ -129,13 +139,12 @@ class SqlInvocations:
                     return str(found.invocation_id), False
                 if found is not None:
                     await conn.execute(delete(idempotency_keys).where(key))
-            queued = (await conn.execute(select(func.count()).select_from(invocations).where(
-                invocations.c.status == QUEUED))).scalar_one()
+            queued = (await conn.execute(_COUNT_QUEUED)).scalar_one()
             if queued >= max_queued:
                 raise AdmissionRejected(
                     f"the asynchronous queue is full ({queued} calls queued); retry later",
                     retry_after_s=5)
-            await conn.execute(invocations.insert().values(**_row(record)))
+            await conn.execute(_INSERT, _row(record))  # not .values(): its cache key costs
             if idempotency_key is not None:
                 await conn.execute(idempotency_keys.insert().values(
                     function_id=record.function_id, idempotency_key=idempotency_key,
@@ -206,7 +215,7 @@ class SqlInvocations:
 
         async def write(conn: Any) -> set[str]:
             if inserts:
-                await conn.execute(invocations.insert(), [_row(r) for r in inserts])
+                await conn.execute(_INSERT, [_row(r) for r in inserts])
             done: set[str] = set()
             for invocation_id, owner, outcome in ends:
                 values = {name: getattr(outcome, name) for name in (
@@ -383,8 +392,7 @@ class SqlInvocations:
 
     async def queued_count(self) -> int:
         async def read(conn: Any) -> int:
-            return int((await conn.execute(select(func.count()).select_from(invocations).where(
-                invocations.c.status == QUEUED))).scalar_one())
+            return int((await conn.execute(_COUNT_QUEUED)).scalar_one())
 
         return await self._read(read)
 
