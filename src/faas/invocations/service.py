@@ -121,7 +121,7 @@ class Invocations:
             record, idempotency_key=idempotency_key, key_ttl_us=IDEMPOTENCY_TTL_US,
             max_queued=self.settings.max_async_queue)
         if created:
-            self.dispatcher.wake()
+            self.dispatcher.queued()
         return invocation_id, created
 
     # -- sync calls ------------------------------------------------------------------
