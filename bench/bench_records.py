@@ -1,6 +1,6 @@
 """Invocation records and async calls on the sandbox tier: what keeping records costs.
 
-    python bench/bench_records.py [--n 100] [--rounds 5] [--total 600] [--concurrency 32]
+    python bench/bench_records.py [--n 100] [--rounds 8] [--total 600] [--concurrency 32]
 
 Two real ``faas serve`` processes, each with its own SQLite store: one with records
 on (the default), one with ``FAAS_RECORDS=0``. In one run:
@@ -183,7 +183,7 @@ async def record_counts(url: str, expected: dict[str, int]) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100, help="sequential calls per block")
-    parser.add_argument("--rounds", type=int, default=5, help="blocks on each server")
+    parser.add_argument("--rounds", type=int, default=8, help="blocks on each server")
     parser.add_argument("--total", type=int, default=600, help="calls per throughput round")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--throughput-rounds", type=int, default=2)
