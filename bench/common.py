@@ -78,13 +78,29 @@ class RawClient:
         self.host, self.port = host, port
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        conn = self._idle.pop() if self._idle else await asyncio.open_connection(
-            self.host, self.port)
-        reader, writer = conn
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{extra}"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-        writer.write(head.encode() + body)
+        message = head.encode() + body
+        if self._idle:
+            conn = self._idle.pop()
+            try:
+                return await self._exchange(conn, message)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                conn[1].close()
+                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                    raise
+                # The server closed the idle connection (its keep-alive timeout) before
+                # reading the request: send it again on a new one.
+        return await self._exchange(await asyncio.open_connection(self.host, self.port),
+                                    message)
+
+    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                        message: bytes) -> tuple[int, bytes]:
+        reader, writer = conn
+        writer.write(message)
         status_line = await reader.readuntil(b"\r\n")
         length = 0
         while True:

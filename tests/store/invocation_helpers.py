@@ -28,13 +28,15 @@ def new_id() -> str:
 
 def queued(function_id: str = "fn", *, accepted_at: int | None = None,
            **fields: Any) -> InvocationRecord:
-    """A queued async call of ``function_id``, accepted ``accepted_at`` (default: now)."""
+    """A queued async call of ``function_id``, accepted ``accepted_at`` (default: now),
+    with ``request_bytes`` as ``enqueue`` stores it."""
+    request = fields.pop("request", b'{"body": "x"}')
     return InvocationRecord(
         id=fields.pop("id") if "id" in fields else new_id(),
         request_id=fields.pop("request_id", "req"),
         function_id=function_id, version=fields.pop("version", 1), mode="async",
         status=QUEUED, accepted_at=now_us() if accepted_at is None else accepted_at,
-        request=fields.pop("request", b'{"body": "x"}'), **fields)
+        request=request, request_bytes=len(request or b""), **fields)
 
 
 def ended(status: str = "succeeded", *, function_id: str = "fn", accepted_at: int | None = None,

@@ -4,6 +4,7 @@ pruning and callback leases (records themselves: ``test_store_invocations.py``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -172,6 +173,22 @@ async def test_a_full_queue_rejects_and_only_queued_calls_count(store: Store) ->
     fresh = queued()
     assert await store.invocations.enqueue(
         fresh, idempotency_key="new", key_ttl_us=HOUR_US, max_queued=3) == (fresh.id, True)
+
+
+async def test_the_queued_requests_bytes_are_bounded_too(store: Store) -> None:
+    big = dataclasses.replace(queued(), request=b"x" * 600)
+    await store.invocations.enqueue(big, max_queued=ROOMY, max_queued_bytes=1000)
+    assert (await store.invocations.get(big.id)).request_bytes == 600
+    with pytest.raises(AdmissionRejected) as rejected:
+        await store.invocations.enqueue(dataclasses.replace(queued(), request=b"y" * 500),
+                                        max_queued=ROOMY, max_queued_bytes=1000)
+    assert "bytes" in str(rejected.value)
+    small = dataclasses.replace(queued(), request=b"z" * 300)
+    await store.invocations.enqueue(small, max_queued=ROOMY, max_queued_bytes=1000)
+    # Once the big one runs, its bytes no longer count.
+    await store.invocations.claim("o", 1)
+    await store.invocations.enqueue(dataclasses.replace(queued(), request=b"y" * 500),
+                                    max_queued=ROOMY, max_queued_bytes=1000)
 
 
 async def test_recover_requeues_or_fails_the_calls_of_gone_owners(store: Store) -> None:

@@ -53,11 +53,20 @@ class Dispatcher:
         self._runs: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self.claiming = True
+        #: False once a claim found nothing more to take (and no gated call could have
+        #: been skipped); set again by an accept here, a poll, an async run ending. Spares
+        #: every sync call's end (an admission slot freed) a claim transaction.
+        self._maybe_queued = True
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def queued(self) -> None:
+        """A call was queued here: claim it."""
+        self._maybe_queued = True
         self._wake.set()
 
     @property
@@ -74,22 +83,29 @@ class Dispatcher:
             pause = POLL_S
             try:
                 room = self._room()
-                if room > 0 and self._orch.accepting:
+                if room > 0 and self._orch.accepting and self._maybe_queued:
                     busy, running = self._functions.gates.load()
+                    # Cleared before the claim: an accept during it sets it again.
+                    self._maybe_queued = bool(running)
                     claimed = await self._store.claim(self._owner, room, busy=busy,
                                                       running=running)
                     for record in claimed:
                         self._spawn(record)
                     if claimed and len(claimed) == room:
                         pause = BUSY_POLL_S
+                        self._maybe_queued = True
             except FaasError as exc:
+                self._maybe_queued = True
                 log.warning("could not claim queued calls: %s", exc)
             except Exception:
+                self._maybe_queued = True
                 log.exception("the async dispatcher failed; going on")
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(pause):
                     await self._wake.wait()
+            except TimeoutError:
+                self._maybe_queued = True  # calls queued elsewhere, or past their backoff
 
     def _spawn(self, record: InvocationRecord) -> None:
         task = asyncio.ensure_future(self._run(record))
@@ -98,6 +114,7 @@ class Dispatcher:
 
     def _run_done(self, task: asyncio.Task[None]) -> None:
         self._runs.discard(task)
+        self._maybe_queued = True  # a call of a capped function may be claimable now
         if not task.cancelled() and task.exception() is not None:
             log.error("an async run failed", exc_info=task.exception())
         self._wake.set()

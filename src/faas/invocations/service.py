@@ -122,7 +122,7 @@ class Invocations:
             max_queued=self.settings.max_async_queue,
             max_queued_bytes=self.settings.max_async_queue_bytes)
         if created:
-            self.dispatcher.wake()
+            self.dispatcher.queued()
         return invocation_id, created
 
     # -- sync calls ------------------------------------------------------------------

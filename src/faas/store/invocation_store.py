@@ -52,6 +52,11 @@ _CLAIM_WINDOW = 4
 CALLBACK_LEASE_US = 60_000_000
 #: Rows deleted per statement when pruning.
 _PRUNE_BATCH = 1000
+_INSERT = invocations.insert()
+_COUNT_QUEUED = select(func.count()).select_from(invocations).where(
+    invocations.c.status == QUEUED)
+_QUEUE_SIZE = select(func.count(), func.coalesce(func.sum(invocations.c.request_bytes), 0)
+                     ).where(invocations.c.status == QUEUED)
 
 
 def now_us() -> int:
@@ -95,7 +100,7 @@ class SqlInvocations:
 
     async def _write(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
         async def run() -> T:
-            async with database_errors(self._target), self._engines.write.begin() as conn:
+            async with database_errors(self._target), self._engines.begin_write() as conn:
                 return await work(conn)
         result: T = await self._shield(run())
         return result
@@ -134,15 +139,13 @@ class SqlInvocations:
                     return str(found.invocation_id), False
                 if found is not None:
                     await conn.execute(delete(idempotency_keys).where(key))
-            queued, queued_bytes = (await conn.execute(
-                select(func.count(), func.coalesce(func.sum(invocations.c.request_bytes), 0))
-                .where(invocations.c.status == QUEUED))).one()
+            queued, queued_bytes = (await conn.execute(_QUEUE_SIZE)).one()
             if queued >= max_queued or (max_queued_bytes is not None
                                         and queued_bytes + size > max_queued_bytes):
                 raise AdmissionRejected(
                     f"the asynchronous queue is full ({queued} calls, {queued_bytes} bytes "
                     "queued); retry later", retry_after_s=5)
-            await conn.execute(invocations.insert().values(**_row(record)))
+            await conn.execute(_INSERT, _row(record))  # not .values(): its cache key costs
             if idempotency_key is not None:
                 await conn.execute(idempotency_keys.insert().values(
                     function_id=record.function_id, idempotency_key=idempotency_key,
@@ -213,7 +216,7 @@ class SqlInvocations:
 
         async def write(conn: Any) -> set[str]:
             if inserts:
-                await conn.execute(invocations.insert(), [_row(r) for r in inserts])
+                await conn.execute(_INSERT, [_row(r) for r in inserts])
             done: set[str] = set()
             for invocation_id, owner, outcome in ends:
                 values = {name: getattr(outcome, name) for name in (
@@ -390,8 +393,7 @@ class SqlInvocations:
 
     async def queued_count(self) -> int:
         async def read(conn: Any) -> int:
-            return int((await conn.execute(select(func.count()).select_from(invocations).where(
-                invocations.c.status == QUEUED))).scalar_one())
+            return int((await conn.execute(_COUNT_QUEUED)).scalar_one())
 
         return await self._read(read)
 

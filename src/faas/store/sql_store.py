@@ -140,7 +140,7 @@ class SqlStore:
         ).returning(functions.c.latest_version)
 
         async def put() -> FunctionVersion:
-            async with database_errors(self._target), self._engines.write.begin() as conn:
+            async with database_errors(self._target), self._engines.begin_write() as conn:
                 version = (await conn.execute(upsert)).scalar_one()
                 await conn.execute(function_versions.insert().values(
                     function_id=function_id, version=version, spec=spec_json, created_at=now))
@@ -231,7 +231,7 @@ class SqlStore:
                 .values(deleted_at=now, updated_at=now))
 
         async def delete() -> None:
-            async with database_errors(self._target), self._engines.write.begin() as conn:
+            async with database_errors(self._target), self._engines.begin_write() as conn:
                 if (await conn.execute(hide)).rowcount != 1:
                     raise NotFound(f"no function {function_id!r}")
                 await self._replace_labels(conn, function_id, {})
@@ -252,7 +252,7 @@ class SqlStore:
         async def count() -> None:
             async with database_errors(self._target):
                 try:
-                    async with self._engines.write.begin() as conn:
+                    async with self._engines.begin_write() as conn:
                         await conn.execute(upsert)
                 except IntegrityError:  # the foreign key: no such version
                     raise NotFound(
