@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import signal
 import time
 import uuid
@@ -196,11 +197,12 @@ def read_store(database_url: str, data_dir: Path, ids: list[str]) -> dict[str, I
 
 
 def kill_hard(server: Server) -> list[ProcInfo]:
-    """SIGKILL the server (reaped at once, as a supervisor would); return what ran below it."""
+    """SIGKILL the server and wait until it is dead, leaving it unreaped (a zombie: the
+    next start must judge it gone all the same); return what ran below it."""
     below = descendants(server.proc.pid)
     assert below, "nothing ran below the server"
     server.proc.kill()
-    server.proc.wait(30)
+    os.waitid(os.P_PID, server.proc.pid, os.WEXITED | os.WNOWAIT)
     return below
 
 
@@ -239,22 +241,20 @@ def test_kill_9_loses_no_call_and_runs_each_queued_one_once(
         wait_until_busy(first, c, running=4, queued=50)
         accepted = records(c)
         below = kill_hard(first)
-    first_pid = first.proc.pid
-    ids = [*slow, *quick]
-    assert set(accepted) == set(ids)
-    rid = {i: accepted[i]["request_id"] for i in ids}
+        ids = [*slow, *quick]
+        assert set(accepted) == set(ids)
+        rid = {i: accepted[i]["request_id"] for i in ids}
 
-    with running_server(tmp_path, env, data_dir) as second, second.client() as c:
-        # The killed server's sandboxes died with it; its groups were swept at this start.
-        wait_for("the killed server's sandboxes to go", lambda: not still_alive(below),
-                 lambda: still_alive(below), timeout=30)
-        assert groups_of(first_pid) == []
-        final = wait_all_final(c, ids)
-        listed = records(c)
-        assert set(listed) == set(ids), "a record was lost or made up"
-        assert records(c, "queued") == {} and records(c, "running") == {}
-        assert_nothing_left_by(second.proc.pid, settle_s=30)
-        assert second.stop() == 0
+        with running_server(tmp_path, env, data_dir) as second, second.client() as c2:
+            # The killed server's sandboxes died with it; its groups were swept at this start.
+            wait_for("the killed server's sandboxes to go", lambda: not still_alive(below),
+                     lambda: still_alive(below), timeout=30)
+            assert groups_of(first.proc.pid) == []
+            final = wait_all_final(c2, ids)
+            assert set(records(c2)) == set(ids), "a record was lost or made up"
+            assert records(c2, "queued") == {} and records(c2, "running") == {}
+            assert_nothing_left_by(second.proc.pid, settle_s=30)
+            assert second.stop() == 0
     ran = runs(first, second)
 
     for invocation_id, marker in quick.items():
@@ -274,7 +274,7 @@ def test_kill_9_loses_no_call_and_runs_each_queued_one_once(
                 "error", 1, 1), record
             assert "platform restarted" in record["error"], record
             assert ran[rid[invocation_id]] == 0
-    assert still_alive(below) == [] and busy_cgroups_of(first_pid) == []
+    assert still_alive(below) == [] and busy_cgroups_of(first.proc.pid) == []
 
 
 # -- 2. SIGTERM within the grace ---------------------------------------------------------
@@ -314,12 +314,11 @@ def test_sigterm_finishes_running_calls_and_keeps_queued_ones(
     stored = read_store(database_url, data_dir, ids)
     assert len({r.id for r in stored.values()}) == len(ids)  # the refused call made no row
     for invocation_id, output in running.items():
-        record = stored[invocation_id]
-        assert (record.status, record.attempts, record.stdout.decode()) == (
-            "succeeded", 1, output), record
+        row = stored[invocation_id]
+        assert (row.status, row.attempts, row.stdout.decode()) == ("succeeded", 1, output), row
     for invocation_id in queued:
-        record = stored[invocation_id]
-        assert (record.status, record.attempts, record.owner) == ("queued", 0, None), record
+        row = stored[invocation_id]
+        assert (row.status, row.attempts, row.owner) == ("queued", 0, None), row
     ran_first = runs(first)
     assert all(ran_first[rid[i]] == 1 for i in running)
     assert all(ran_first[rid[i]] == 0 for i in queued)
@@ -342,6 +341,8 @@ def test_sigterm_finishes_running_calls_and_keeps_queued_ones(
 
 def test_a_call_outliving_the_grace_is_killed_and_run_again_by_the_next_start(
         bwrap_available: None, tmp_path: Path, data_dir: Path, database_url: str) -> None:
+    """SIGTERM with a call that outlives the grace: killed at the grace, put back in the
+    queue (default policy: 3 attempts), run to the end by the next start (attempts 2)."""
     env = server_env(database_url, FAAS_SHUTDOWN_GRACE_S="1")
     with running_server(tmp_path, env, data_dir) as first, first.client() as c:
         deploy(c, "slow", UNTIL, timeout_s=120)
@@ -354,8 +355,8 @@ def test_a_call_outliving_the_grace_is_killed_and_run_again_by_the_next_start(
     assert int(time.time()) < end, "the call ended by itself before the grace ran out"
     assert busy_cgroups_of(first.proc.pid) == []
 
-    record = read_store(database_url, data_dir, [invocation_id])[invocation_id]
-    assert (record.status, record.attempts, record.owner) == ("queued", 1, None), record
+    row = read_store(database_url, data_dir, [invocation_id])[invocation_id]
+    assert (row.status, row.attempts, row.owner) == ("queued", 1, None), row
     assert runs(first)[request_id] == 1  # the killed run
 
     with running_server(tmp_path, env, data_dir) as second, second.client() as c:
@@ -371,29 +372,26 @@ def test_a_call_outliving_the_grace_is_killed_and_run_again_by_the_next_start(
 
 def test_two_servers_sharing_a_database_run_each_call_once(
         bwrap_available: None, tmp_path: Path, pg: PgCluster) -> None:
+    """100 calls accepted by two servers on one PostgreSQL: each runs exactly once over
+    both (claims skip rows the other holds), and both take part."""
     with fresh_database(pg) as url, open_data_dir() as dir_a, open_data_dir() as dir_b:
-        if True:
-            env = server_env(url, FAAS_MAX_CONCURRENCY="2")
-            with (running_server(tmp_path, env, dir_a) as a,
-                  running_server(tmp_path, {**env, "FAAS_SANDBOX_UID_BASE": "201000"},
-                                 dir_b) as b,
-                  a.client() as ca, b.client() as cb):
-                deploy(ca, "quick", ["sh", "-c", "sleep 0.1; cat"])
-                calls = {}
-                for i in range(100):
-                    marker = f"shared-{i}-{uuid.uuid4().hex}"
-                    calls[submit(ca if i % 2 else cb, "quick", marker)] = marker
-                ids = list(calls)
-                final = wait_all_final(ca, ids)
-                rid = {i: r["request_id"] for i, r in final.items()}
-                assert_nothing_left_by(a.proc.pid, settle_s=30)
-                assert_nothing_left_by(b.proc.pid, settle_s=30)
-            for invocation_id, marker in calls.items():
-                record = final[invocation_id]
-                assert (record["status"], record["attempts"], record["stdout"]) == (
-                    "succeeded", 1, marker), record
-            both = runs(a, b)
-            assert all(both[rid[i]] == 1 for i in ids), {
-                i: both[rid[i]] for i in ids if both[rid[i]] != 1}
-            assert sum(runs(a)[rid[i]] for i in ids) > 0
-            assert sum(runs(b)[rid[i]] for i in ids) > 0
+        env = server_env(url, FAAS_MAX_CONCURRENCY="2")
+        with (running_server(tmp_path, env, dir_a) as a,
+              running_server(tmp_path, {**env, "FAAS_SANDBOX_UID_BASE": "201000"}, dir_b) as b,
+              a.client() as ca, b.client() as cb):
+            deploy(ca, "quick", ["sh", "-c", "sleep 0.1; cat"])
+            calls = {}
+            for i in range(100):
+                marker = f"shared-{i}-{uuid.uuid4().hex}"
+                calls[submit(ca if i % 2 else cb, "quick", marker)] = marker
+            final = wait_all_final(ca, list(calls))
+            assert_nothing_left_by(a.proc.pid, settle_s=30)
+            assert_nothing_left_by(b.proc.pid, settle_s=30)
+    rid = {i: r["request_id"] for i, r in final.items()}
+    for invocation_id, marker in calls.items():
+        record = final[invocation_id]
+        assert (record["status"], record["attempts"], record["stdout"]) == (
+            "succeeded", 1, marker), record
+    both, on_a, on_b = runs(a, b), runs(a), runs(b)
+    assert {i: both[rid[i]] for i in calls if both[rid[i]] != 1} == {}
+    assert sum(on_a[rid[i]] for i in calls) > 0 and sum(on_b[rid[i]] for i in calls) > 0
