@@ -69,7 +69,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+def running_server(tmp_path: Path, env: Mapping[str, str] | None = None,
+                   data_dir: Path | None = None) -> Iterator[Server]:
+    """A real ``faas serve``, stopped (SIGTERM) at the end; on a fresh data folder, or on
+    ``data_dir`` (the caller's, kept: e.g. to start another server on the same store)."""
+    if data_dir is not None:
+        yield from _running_server(tmp_path, {"FAAS_DATA_DIR": str(data_dir), **(env or {})})
+        return
     with open_data_dir() as data:
         yield from _running_server(tmp_path, {"FAAS_DATA_DIR": str(data), **(env or {})})
 

@@ -22,7 +22,8 @@ _ID = re.compile(r"([0-9]{1,10})x([0-9]{1,20})")
 
 
 def _start_ticks(pid: int) -> int | None:
-    """Field 22 of ``/proc/<pid>/stat`` (start time), or None if there is no such process."""
+    """Field 22 of ``/proc/<pid>/stat`` (start time), or None if there is no such process
+    or it has exited (a zombie not yet reaped by its parent runs nothing any more)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -31,6 +32,8 @@ def _start_ticks(pid: int) -> int | None:
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     rest = stat[stat.rfind(b")") + 2:].split()
     try:
+        if rest[0] in (b"Z", b"X"):
+            return None
         return int(rest[19])
     except (IndexError, ValueError):
         return None
