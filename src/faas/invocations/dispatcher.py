@@ -37,6 +37,10 @@ POLL_S = 1.0
 BUSY_POLL_S = 0.05
 
 
+class _NotStarted(Exception):
+    """The server stopped accepting between the claim and the start of the run."""
+
+
 class Dispatcher:
     def __init__(self, store: SqlInvocations, orchestrator: Orchestrator, functions: Functions,
                  writer: RecordWriter, live: LiveCalls, owner: str, output_cap: int,
@@ -127,6 +131,12 @@ class Dispatcher:
         try:
             try:
                 outcome = from_result(await self._invoke(record), self._cap)
+            except _NotStarted:
+                # Claimed as the server began to stop: back to the queue, attempt unused.
+                await self._store.requeue(record.id, self._owner, not_before=now_us(),
+                                          error=None, refund=True)
+                self._live.settled([record.id])
+                return
             except FaasError as error:
                 exc = error
                 outcome = from_error(error, self._cap, record.request_id)
@@ -167,6 +177,10 @@ class Dispatcher:
                                     self._functions.bundles.path(bundle_ref.sha256),
                                     bundle_ref.unpacked_bytes)
         with self._functions.gates.gate(record.function_id, record.concurrency_cap) as gate:
+            # Nothing awaits between this check and invoke's own: a call refused here was
+            # never started, one past it is the orchestrator's to run or to kill.
+            if not self._orch.accepting:
+                raise _NotStarted
             return await self._orch.invoke(record.function_id, request, record.request_id,
                                            bundle=bundle, gate=gate)
 

@@ -236,14 +236,17 @@ class SqlInvocations:
         return await self._write(write)
 
     async def requeue(self, invocation_id: str, owner: str, *, not_before: int,
-                      error: str) -> bool:
-        """Put a call this owner runs back in the queue (to be retried after ``not_before``)."""
+                      error: str | None, refund: bool = False) -> bool:
+        """Put a call this owner runs back in the queue (to be retried after ``not_before``);
+        ``refund``: it never started, its attempt does not count."""
         async def write(conn: Any) -> bool:
+            attempts = invocations.c.attempts - (1 if refund else 0)
             result = await conn.execute(
                 update(invocations).where(invocations.c.id == invocation_id,
                                           invocations.c.status == RUNNING,
                                           invocations.c.owner == owner)
-                .values(status=QUEUED, owner=None, not_before=not_before, error=error))
+                .values(status=QUEUED, owner=None, not_before=not_before, error=error,
+                        attempts=attempts))
             return bool(result.rowcount == 1)
 
         return await self._write(write)
