@@ -5,6 +5,7 @@ retention, retries per the function's spec, and a function's max_concurrency."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,5 +162,5 @@ def test_function_max_concurrency_serialises_async_calls(
     assert free["status"] == "succeeded"
     assert all(d["status"] == "succeeded" and d["attempts"] == 1 for d in done)
     spans = sorted((moment(d["started_at"]), moment(d["finished_at"])) for d in done)
-    for (_, finished), (started, _) in zip(spans, spans[1:], strict=False):
+    for (_, finished), (started, _) in itertools.pairwise(spans):
         assert started >= finished, spans
