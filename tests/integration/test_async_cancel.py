@@ -120,6 +120,11 @@ def test_cancelling_a_running_sync_call_answers_its_caller_409(
                                why="the running sync call in the list")
             assert len(running) == 1 and running[0]["mode"] == "sync"
             invocation_id = running[0]["id"]
+            assert invocation_id in {i["id"] for i in listed(c)}
+            assert listed(c, status="queued") == []
+            assert listed(c, function="other") == []
+            page = c.get("/invocations", params={"limit": 1}).json()
+            assert [i["id"] for i in page["items"]] == [invocation_id]
             assert record(c, invocation_id)["status"] == "running"
             r = c.delete(f"/invocations/{invocation_id}")
             assert r.status_code == 200, r.text
