@@ -41,6 +41,8 @@ from faas.store.invocation_records import (
     InvocationPage,
     InvocationRecord,
     Outcome,
+    decode_record_cursor,
+    encode_record_cursor,
 )
 from faas.store.invocation_store import SqlInvocations, now_us
 
@@ -149,6 +151,7 @@ class Invocations:
         elif result is not None:
             outcome = from_result(result, cap)
         else:
+            # A DELETE ends the caller with InvocationCancelled: the record says cancelled.
             why = ("cancelled by a DELETE of the invocation" if call.cancelled
                    else "cancelled: the client went away")
             outcome = Outcome(status=CANCELLED, finished_at=now_us(), error=why)
@@ -190,8 +193,31 @@ class Invocations:
     async def list_records(self, *, function_id: str | None = None, status: str | None = None,
                    since: int | None = None, limit: int = 50,
                    cursor: str | None = None) -> InvocationPage:
-        return await self.store.list_records(function_id=function_id, status=status, since=since,
-                                     limit=limit, cursor=cursor)
+        page = await self.store.list_records(function_id=function_id, status=status,
+                                             since=since, limit=limit, cursor=cursor)
+        return self._with_live_sync(page, function_id, status, since, limit, cursor)
+
+    def _with_live_sync(self, page: InvocationPage, function_id: str | None,
+                        status: str | None, since: int | None, limit: int,
+                        cursor: str | None) -> InvocationPage:
+        """``page`` with the sync calls running here (not in the store until they end),
+        so a running sync call can be found, and cancelled, by its id."""
+        after = decode_record_cursor(cursor) if cursor is not None else None
+        stored = {record.id for record in page.items}
+        live = [record for call in list(self.live.calls.values())
+                if (record := call.record).mode == "sync" and record.id not in stored
+                and (function_id is None or record.function_id == function_id)
+                and (status is None or record.status == status)
+                and (since is None or record.accepted_at >= since)
+                and (after is None or (record.accepted_at, record.id) < after)]
+        if not live:
+            return page
+        merged = sorted([*page.items, *live], key=lambda r: (r.accepted_at, r.id),
+                        reverse=True)
+        items = tuple(merged[:limit])
+        more = len(merged) > limit or page.next_cursor is not None
+        return InvocationPage(items, encode_record_cursor(items[-1].accepted_at, items[-1].id)
+                              if more else None)
 
     async def cancel(self, invocation_id: str) -> InvocationRecord:
         """Cancel a queued or running call (its sandbox is killed); ``Conflict`` if final."""
