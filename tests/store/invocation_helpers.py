@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from store_backend import Backend
 
 from faas.store.engine import create_engines
-from faas.store.invocation_records import QUEUED, InvocationRecord, Outcome
-from faas.store.invocation_store import now_us
+from faas.store.invocation_records import QUEUED, InvocationRecord, Outcome, now_us
 from faas.store.url import parse_database_url
 
 #: Far more than any test needs: the queue bound is not what these tests are about.

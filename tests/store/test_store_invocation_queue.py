@@ -11,10 +11,10 @@ import pytest
 from invocation_helpers import ROOMY, count_rows, ended, outcome, queued
 from store_backend import Backend
 
-from faas.errors import AdmissionRejected
+from faas.errors import AdmissionRejected, NotFound
 from faas.store import Store
-from faas.store.invocation_records import CALLBACK_PENDING, ERROR, QUEUED, RUNNING
-from faas.store.invocation_store import CALLBACK_LEASE_US, now_us
+from faas.store.invocation_records import CALLBACK_PENDING, ERROR, QUEUED, RUNNING, now_us
+from faas.store.invocation_rows import CALLBACK_LEASE_US
 
 HOUR_US = 3_600_000_000
 
@@ -292,3 +292,20 @@ async def test_due_callbacks_are_leased_and_their_outcome_is_stored(store: Store
     # The delivered one is never due again; the one to retry is, at its time.
     assert {r.id for r in await store.invocations.due_callbacks(
         t0 + 10 * CALLBACK_LEASE_US, 10)} == {hooked[1].id, hooked[2].id}
+
+
+async def test_a_batch_answers_each_call_on_its_own(store: Store) -> None:
+    """Group commit: one transaction, one answer per call — a key repeated in the batch
+    answers its first call, and only the calls past the bound are refused."""
+    calls = [(queued(), "k"), (queued(), "k"), (queued(), None), (queued(), None),
+             (queued(), None)]
+    answers = await store.invocations.enqueue_many(calls, key_ttl_us=HOUR_US, max_queued=3)
+    first = calls[0][0].id
+    assert answers[:4] == [(first, True), (first, False), (calls[2][0].id, True),
+                           (calls[3][0].id, True)]
+    assert isinstance(answers[4], AdmissionRejected)
+    assert await store.invocations.queued_count() == 3
+    with pytest.raises(NotFound):
+        await store.invocations.get(calls[4][0].id)
+    with pytest.raises(NotFound):  # the repeated key's call was never inserted
+        await store.invocations.get(calls[1][0].id)

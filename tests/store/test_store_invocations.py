@@ -21,8 +21,8 @@ from faas.store.invocation_records import (
     QUEUED,
     RUNNING,
     InvocationRecord,
+    now_us,
 )
-from faas.store.invocation_store import now_us
 
 
 def listed(record: InvocationRecord) -> InvocationRecord:

@@ -25,7 +25,7 @@ from faas.invocations.live import LiveCall
 from faas.metrics import ADHOC, Metrics
 from faas.models import InvocationResult, InvokeRequest
 from faas.store import FUNCTION_ID_PATTERN, FunctionVersion
-from faas.store.invocation_store import now_us
+from faas.store.invocation_records import now_us
 from faas.store.records import MAX_VERSION
 
 log = logging.getLogger("faas.gateway")

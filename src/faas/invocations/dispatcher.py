@@ -28,8 +28,8 @@ from faas.invocations.writer import RecordWriter
 from faas.logs import request_id_var
 from faas.models import FunctionBundle, InvocationResult
 from faas.orchestrator import Orchestrator
-from faas.store.invocation_records import InvocationRecord
-from faas.store.invocation_store import SqlInvocations, now_us
+from faas.store.invocation_records import InvocationRecord, now_us
+from faas.store.invocation_store import SqlInvocations
 
 log = logging.getLogger("faas.invocations")
 POLL_S = 1.0

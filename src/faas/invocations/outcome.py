@@ -26,8 +26,8 @@ from faas.store.invocation_records import (
     TIMED_OUT,
     InvocationRecord,
     Outcome,
+    now_us,
 )
-from faas.store.invocation_store import now_us
 
 #: Retry backoff: the first retry waits up to this, doubling per attempt up to the cap.
 BACKOFF_BASE_S = 1.0

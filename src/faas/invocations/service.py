@@ -26,6 +26,7 @@ from faas.functions import Functions
 from faas.invocations.callbacks import CallbackSender, DueCallback, load_callback_key
 from faas.invocations.codec import encode_call
 from faas.invocations.dispatcher import Dispatcher
+from faas.invocations.enqueuer import Enqueuer
 from faas.invocations.live import LiveCall, LiveCalls
 from faas.invocations.outcome import from_error, from_result
 from faas.invocations.owner import is_gone, this_owner
@@ -43,8 +44,9 @@ from faas.store.invocation_records import (
     Outcome,
     decode_record_cursor,
     encode_record_cursor,
+    now_us,
 )
-from faas.store.invocation_store import SqlInvocations, now_us
+from faas.store.invocation_store import SqlInvocations
 
 log = logging.getLogger("faas.invocations")
 #: Attempts of an async call whose function names none (sync calls: 1).
@@ -74,6 +76,9 @@ class Invocations:
                                      self.live, self.owner, self.settings.record_output_bytes,
                                      self._ended)
         self._orchestrator = orchestrator
+        self.enqueuer = Enqueuer(self.store, key_ttl_us=IDEMPOTENCY_TTL_US,
+                                 max_queued=self.settings.max_async_queue,
+                                 max_queued_bytes=self.settings.max_async_queue_bytes)
         self._pruner: asyncio.Task[None] | None = None
         self.callbacks: CallbackSender | None = None
 
@@ -92,6 +97,7 @@ class Invocations:
             allow_private=self.settings.callback_allow_private)
         self.callbacks.start()
         self.writer.start()
+        self.enqueuer.start()
         self.dispatcher.start()
         orchestrator.admission.released = self.dispatcher.wake
         self._pruner = asyncio.ensure_future(self._prune_loop())
@@ -119,10 +125,7 @@ class Invocations:
             output_encoding=request.output_encoding,
             request=encode_call(request, spec.bundle if spec else None),
             callback_url=callback_url)
-        invocation_id, created = await self.store.enqueue(
-            record, idempotency_key=idempotency_key, key_ttl_us=IDEMPOTENCY_TTL_US,
-            max_queued=self.settings.max_async_queue,
-            max_queued_bytes=self.settings.max_async_queue_bytes)
+        invocation_id, created = await self.enqueuer.submit(record, idempotency_key)
         if created:
             self.dispatcher.queued()
         return invocation_id, created
@@ -255,6 +258,7 @@ class Invocations:
     async def close(self, grace_s: float) -> None:
         """Wait for the async runs (the orchestrator's drain bounds them), write what is
         pending, stop the background tasks."""
+        await self.enqueuer.close()
         await self.dispatcher.close(grace_s + 15)
         if self._pruner is not None:
             self._pruner.cancel()

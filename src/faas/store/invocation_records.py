@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from dataclasses import dataclass
 
 from faas.errors import ValidationError
@@ -39,6 +40,11 @@ IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 DEFAULT_RECORD_PAGE = 50
 MAX_RECORD_PAGE = 200
+
+
+def now_us() -> int:
+    """Now, as the store keeps times: microseconds since the epoch (UTC)."""
+    return time.time_ns() // 1000
 
 
 def check_invocation_id(invocation_id: str) -> str:

@@ -13,104 +13,44 @@ cancelled or recovered meanwhile keeps that state.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
-from dataclasses import fields
-from typing import Any, TypeVar
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import and_, delete, or_, select, update
 
-from faas.errors import AdmissionRejected, Conflict, NotFound, ValidationError
-from faas.store.engine import Engines, database_errors
+from faas.errors import AdmissionRejected, Conflict, FaasError, NotFound, ValidationError
 from faas.store.invocation_records import (
-    CALLBACK_PENDING,
     CANCELLED,
-    ERROR,
     MAX_RECORD_PAGE,
     QUEUED,
     RUNNING,
     InvocationPage,
     InvocationRecord,
     Outcome,
-    Recovered,
     check_invocation_id,
     check_status,
     decode_record_cursor,
     encode_record_cursor,
+    now_us,
 )
+from faas.store.invocation_rows import (
+    CLAIM_WINDOW,
+    FLAGS,
+    INSERT,
+    INSERT_KEY,
+    OUTCOME_COLUMNS,
+    QUEUE_SIZE,
+    SETTLE,
+    ended_values,
+    to_record,
+    to_row,
+)
+from faas.store.invocation_upkeep import InvocationUpkeep
 from faas.store.tables import idempotency_keys, invocations
-from faas.store.url import DatabaseTarget
-
-T = TypeVar("T")
-Shield = Callable[[Coroutine[Any, Any, Any]], Coroutine[Any, Any, Any]]
-_FIELDS = tuple(f.name for f in fields(InvocationRecord))
-_FLAGS = ("retry_timeouts", "retry_failures", "stdout_truncated", "stderr_truncated")
-#: How many queued rows one claim looks at for each call it may take (per-function caps skip some).
-_CLAIM_WINDOW = 4
-#: How long a callback handed to a sender is not handed out again (it is being delivered).
-CALLBACK_LEASE_US = 60_000_000
-#: Rows deleted per statement when pruning.
-_PRUNE_BATCH = 1000
-_INSERT = invocations.insert()
-_COUNT_QUEUED = select(func.count()).select_from(invocations).where(
-    invocations.c.status == QUEUED)
-_QUEUE_SIZE = select(func.count(), func.coalesce(func.sum(invocations.c.request_bytes), 0)
-                     ).where(invocations.c.status == QUEUED)
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def _row(record: InvocationRecord) -> dict[str, Any]:
-    row = {name: getattr(record, name) for name in _FIELDS}
-    for flag in _FLAGS:
-        row[flag] = int(row[flag])
-    return row
-
-
-def _record(row: Row[Any]) -> InvocationRecord:
-    values = dict(row._mapping)
-    for flag in _FLAGS:
-        values[flag] = bool(values[flag])
-    values["stdout"] = bytes(values["stdout"] or b"")
-    values["stderr"] = bytes(values["stderr"] or b"")
-    if values["request"] is not None:
-        values["request"] = bytes(values["request"])
-    return InvocationRecord(**values)
-
-
-def _ended(finished_at: int) -> dict[str, Any]:
-    """What every transition to a final status also sets: the callback becomes due."""
-    return {"finished_at": finished_at, "request": None, "owner": None,
-            "callback_state": case((invocations.c.callback_url.is_not(None), CALLBACK_PENDING),
-                                   else_=None),
-            "callback_next_at": case((invocations.c.callback_url.is_not(None), finished_at),
-                                     else_=None)}
-
-
-class SqlInvocations:
+class SqlInvocations(InvocationUpkeep):
     """``InvocationStore`` on one database; reached as ``store.invocations``."""
-
-    def __init__(self, target: DatabaseTarget, engines: Engines, shield: Shield) -> None:
-        self._target = target
-        self._engines = engines
-        self._shield = shield
-
-    async def _write(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-        async def run() -> T:
-            async with database_errors(self._target), self._engines.begin_write() as conn:
-                return await work(conn)
-        result: T = await self._shield(run())
-        return result
-
-    async def _read(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-        async def run() -> T:
-            async with database_errors(self._target), self._engines.read.begin() as conn:
-                return await work(conn)
-        result: T = await self._shield(run())
-        return result
 
     async def enqueue(self, record: InvocationRecord, *, idempotency_key: str | None = None,
                       key_ttl_us: int = 0, max_queued: int,
@@ -121,36 +61,63 @@ class SqlInvocations:
         ``AdmissionRejected`` when ``max_queued`` calls are already queued, or when this
         call's ``request`` would take the queued requests past ``max_queued_bytes``.
         """
-        check_invocation_id(record.id)
-        if record.status != QUEUED:
-            raise ValidationError("an enqueued call is queued")
-        size = len(record.request or b"")
-        record = dataclasses.replace(record, request_bytes=size)
+        [answer] = await self.enqueue_many(
+            [(record, idempotency_key)], key_ttl_us=key_ttl_us, max_queued=max_queued,
+            max_queued_bytes=max_queued_bytes)
+        if isinstance(answer, FaasError):
+            raise answer
+        return answer
 
-        async def put(conn: Any) -> tuple[str, bool]:
+    async def enqueue_many(self, calls: Sequence[tuple[InvocationRecord, str | None]], *,
+                           key_ttl_us: int = 0, max_queued: int,
+                           max_queued_bytes: int | None = None
+                           ) -> list[tuple[str, bool] | FaasError]:
+        """``enqueue`` for many calls in one transaction (group commit): one answer per
+        call, in order, each an ``(id, created)`` or the error refusing that call alone.
+        A key repeated within the batch answers the batch's first call of it."""
+        records = []
+        for record, _ in calls:
+            check_invocation_id(record.id)
+            if record.status != QUEUED:
+                raise ValidationError("an enqueued call is queued")
+            records.append(dataclasses.replace(record, request_bytes=len(record.request or b"")))
+
+        async def put(conn: Any) -> list[tuple[str, bool] | FaasError]:
             now = now_us()
-            if idempotency_key is not None:
-                key = and_(idempotency_keys.c.function_id == record.function_id,
-                           idempotency_keys.c.idempotency_key == idempotency_key)
-                found = (await conn.execute(select(
-                    idempotency_keys.c.invocation_id, idempotency_keys.c.expires_at)
-                    .where(key))).one_or_none()
-                if found is not None and found.expires_at > now:
-                    return str(found.invocation_id), False
-                if found is not None:
-                    await conn.execute(delete(idempotency_keys).where(key))
-            queued, queued_bytes = (await conn.execute(_QUEUE_SIZE)).one()
-            if queued >= max_queued or (max_queued_bytes is not None
-                                        and queued_bytes + size > max_queued_bytes):
-                raise AdmissionRejected(
-                    f"the asynchronous queue is full ({queued} calls, {queued_bytes} bytes "
-                    "queued); retry later", retry_after_s=5)
-            await conn.execute(_INSERT, _row(record))  # not .values(): its cache key costs
-            if idempotency_key is not None:
-                await conn.execute(idempotency_keys.insert().values(
-                    function_id=record.function_id, idempotency_key=idempotency_key,
-                    invocation_id=record.id, expires_at=now + key_ttl_us))
-            return record.id, True
+            queued, queued_bytes = (await conn.execute(QUEUE_SIZE)).one()
+            answers: list[tuple[str, bool] | FaasError] = []
+            rows: list[dict[str, Any]] = []
+            keys: list[dict[str, Any]] = []
+            taken: dict[tuple[str, str], str] = {}
+            for record, (_, idempotency_key) in zip(records, calls, strict=True):
+                if idempotency_key is not None:
+                    first = taken.get((record.function_id, idempotency_key))
+                    if first is None:
+                        first = await self._live_key(conn, record.function_id,
+                                                     idempotency_key, now)
+                    if first is not None:
+                        answers.append((first, False))
+                        continue
+                size = record.request_bytes
+                if queued >= max_queued or (max_queued_bytes is not None
+                                            and queued_bytes + size > max_queued_bytes):
+                    answers.append(AdmissionRejected(
+                        f"the asynchronous queue is full ({queued} calls, {queued_bytes} bytes "
+                        "queued); retry later", retry_after_s=5))
+                    continue
+                queued, queued_bytes = queued + 1, queued_bytes + size
+                rows.append(to_row(record))
+                if idempotency_key is not None:
+                    taken[(record.function_id, idempotency_key)] = record.id
+                    keys.append({"function_id": record.function_id,
+                                 "idempotency_key": idempotency_key,
+                                 "invocation_id": record.id, "expires_at": now + key_ttl_us})
+                answers.append((record.id, True))
+            if rows:
+                await conn.execute(INSERT, rows)  # not .values(): its cache key costs
+            if keys:
+                await conn.execute(INSERT_KEY, keys)
+            return answers
 
         for attempt in range(3):
             try:
@@ -158,9 +125,24 @@ class SqlInvocations:
             except Conflict:
                 # Two first uses of one key raced (PostgreSQL, READ COMMITTED): the loser
                 # sees the winner's key on the next try.
-                if idempotency_key is None or attempt == 2:
+                if all(key is None for _, key in calls) or attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _live_key(conn: Any, function_id: str, idempotency_key: str,
+                        now: int) -> str | None:
+        """The call a live key names; an expired key is removed (its name is free again)."""
+        key = and_(idempotency_keys.c.function_id == function_id,
+                   idempotency_keys.c.idempotency_key == idempotency_key)
+        found = (await conn.execute(select(
+            idempotency_keys.c.invocation_id, idempotency_keys.c.expires_at)
+            .where(key))).one_or_none()
+        if found is not None and found.expires_at > now:
+            return str(found.invocation_id)
+        if found is not None:
+            await conn.execute(delete(idempotency_keys).where(key))
+        return None
 
     async def claim(self, owner: str, limit: int, *, busy: Collection[str] = (),
                     running: Mapping[str, int] | None = None) -> list[InvocationRecord]:
@@ -181,7 +163,7 @@ class SqlInvocations:
                             invocations.c.concurrency_cap)
                      .where(invocations.c.status == QUEUED, invocations.c.not_before <= now)
                      .order_by(invocations.c.accepted_at, invocations.c.id)
-                     .limit(limit * _CLAIM_WINDOW).with_for_update(skip_locked=True))
+                     .limit(limit * CLAIM_WINDOW).with_for_update(skip_locked=True))
             if busy:
                 query = query.where(invocations.c.function_id.not_in(list(busy)))
             chosen: list[str] = []
@@ -201,7 +183,7 @@ class SqlInvocations:
                 .values(status=RUNNING, owner=owner, started_at=now,
                         attempts=invocations.c.attempts + 1)
                 .returning(*invocations.c))
-            taken = [_record(row) for row in rows]
+            taken = [to_record(row) for row in rows]
             return sorted(taken, key=lambda r: (r.accepted_at, r.id))
 
         return await self._write(take)
@@ -216,19 +198,15 @@ class SqlInvocations:
 
         async def write(conn: Any) -> set[str]:
             if inserts:
-                await conn.execute(_INSERT, [_row(r) for r in inserts])
+                await conn.execute(INSERT, [to_row(r) for r in inserts])
             done: set[str] = set()
             for invocation_id, owner, outcome in ends:
-                values = {name: getattr(outcome, name) for name in (
-                    "status", "executor", "start_kind", "start_ms", "duration_ms",
-                    "exit_code", "signal", "error", "stdout", "stderr")}
-                values["stdout_truncated"] = int(outcome.stdout_truncated)
-                values["stderr_truncated"] = int(outcome.stderr_truncated)
-                result = await conn.execute(
-                    update(invocations).where(invocations.c.id == invocation_id,
-                                              invocations.c.status == RUNNING,
-                                              invocations.c.owner == owner)
-                    .values(**values, **_ended(outcome.finished_at)))
+                params = {f"v_{name}": getattr(outcome, name) for name in OUTCOME_COLUMNS}
+                params["v_stdout_truncated"] = int(outcome.stdout_truncated)
+                params["v_stderr_truncated"] = int(outcome.stderr_truncated)
+                params.update(v_finished_at=outcome.finished_at, w_id=invocation_id,
+                              w_owner=owner)
+                result = await conn.execute(SETTLE, params)  # one statement, compiled once
                 if result.rowcount == 1:
                     done.add(invocation_id)
             return done
@@ -267,9 +245,9 @@ class SqlInvocations:
                 update(invocations).where(invocations.c.id == invocation_id,
                                           invocations.c.status == row.status)
                 .values(status=CANCELLED, error="cancelled by a DELETE of the invocation",
-                        **_ended(now_us()))
+                        **ended_values(now_us()))
                 .returning(*invocations.c))).one()
-            return _record(updated), str(row.status)
+            return to_record(updated), str(row.status)
 
         return await self._write(write)
 
@@ -281,7 +259,7 @@ class SqlInvocations:
                 invocations.c.id == invocation_id))).one_or_none()
             if row is None:
                 raise NotFound(f"no invocation {invocation_id}")
-            return _record(row)
+            return to_record(row)
 
         return await self._read(read)
 
@@ -313,90 +291,10 @@ class SqlInvocations:
             rows = (await conn.execute(query)).all()
             items = tuple(InvocationRecord(**{
                 **dict(row._mapping), "stdout": b"", "stderr": b"", "request": None,
-                **{flag: bool(row._mapping[flag]) for flag in _FLAGS}}) for row in rows[:limit])
+                **{flag: bool(row._mapping[flag]) for flag in FLAGS}}) for row in rows[:limit])
             more = len(rows) > limit
             return InvocationPage(items, encode_record_cursor(items[-1].accepted_at, items[-1].id)
                                   if more else None)
-
-        return await self._read(read)
-
-    async def recover(self, is_gone: Callable[[str], bool], error: str) -> Recovered:
-        """Calls left ``running`` by owners that ``is_gone``: back to the queue while they
-        have attempts left, else ``error`` (status "error", message ``error``)."""
-        async def write(conn: Any) -> Recovered:
-            rows = (await conn.execute(select(
-                invocations.c.id, invocations.c.owner, invocations.c.attempts,
-                invocations.c.max_attempts).where(invocations.c.status == RUNNING)
-                .with_for_update())).all()
-            requeued, failed = [], []
-            now = now_us()
-            for row in rows:
-                if row.owner is not None and not is_gone(row.owner):
-                    continue
-                if row.attempts < row.max_attempts:
-                    await conn.execute(update(invocations).where(
-                        invocations.c.id == row.id, invocations.c.status == RUNNING).values(
-                        status=QUEUED, owner=None, not_before=now, error=error))
-                    requeued.append(row.id)
-                else:
-                    await conn.execute(update(invocations).where(
-                        invocations.c.id == row.id, invocations.c.status == RUNNING).values(
-                        status=ERROR, error=error, **_ended(now)))
-                    failed.append(row.id)
-            return Recovered(tuple(requeued), tuple(failed))
-
-        return await self._write(write)
-
-    async def prune(self, finished_before: int) -> int:
-        """Delete records finished before ``finished_before`` and expired idempotency keys."""
-        async def write(conn: Any) -> int:
-            old = (select(invocations.c.id).where(invocations.c.finished_at < finished_before)
-                   .limit(_PRUNE_BATCH))
-            removed = (await conn.execute(delete(invocations).where(
-                invocations.c.id.in_(old)))).rowcount
-            await conn.execute(delete(idempotency_keys).where(
-                idempotency_keys.c.expires_at < now_us()))
-            return int(removed)
-
-        total = 0
-        while True:
-            removed = await self._write(write)
-            total += removed
-            if removed < _PRUNE_BATCH:
-                return total
-
-    async def due_callbacks(self, now: int, limit: int) -> list[InvocationRecord]:
-        """Up to ``limit`` records whose callback is due at ``now``, leased for
-        ``CALLBACK_LEASE_US`` (not handed out again meanwhile)."""
-        async def take(conn: Any) -> list[InvocationRecord]:
-            ids = [row.id for row in await conn.execute(
-                select(invocations.c.id).where(invocations.c.callback_state == CALLBACK_PENDING,
-                                               invocations.c.callback_next_at <= now)
-                .order_by(invocations.c.callback_next_at).limit(limit)
-                .with_for_update(skip_locked=True))]
-            if not ids:
-                return []
-            rows = await conn.execute(
-                update(invocations).where(invocations.c.id.in_(ids))
-                .values(callback_next_at=now + CALLBACK_LEASE_US).returning(*invocations.c))
-            return [_record(row) for row in rows]
-
-        return await self._write(take)
-
-    async def callback_outcome(self, invocation_id: str, *, state: str, attempts: int,
-                               next_at: int | None, error: str | None,
-                               delivered_at: int | None) -> None:
-        async def write(conn: Any) -> None:
-            await conn.execute(update(invocations).where(invocations.c.id == invocation_id)
-                               .values(callback_state=state, callback_attempts=attempts,
-                                       callback_next_at=next_at, callback_error=error,
-                                       callback_delivered_at=delivered_at))
-
-        await self._write(write)
-
-    async def queued_count(self) -> int:
-        async def read(conn: Any) -> int:
-            return int((await conn.execute(_COUNT_QUEUED)).scalar_one())
 
         return await self._read(read)
 
