@@ -36,7 +36,9 @@ Usage::
 
 Tests that start sandboxes check that no sandbox process is left on the host,
 so two runs on the same host (``--jobs 2``, or another test run) can see each
-other's sandboxes: run one at a time unless the host is otherwise idle.
+other's sandboxes: run one at a time unless the host is otherwise idle. The
+mutants whose tests are all in-process (``tests/unit``, ``tests/store``: no
+sandbox, no server) run in a second lane beside them.
 """
 
 from __future__ import annotations
@@ -437,6 +439,15 @@ def baseline(mutants: list[Mutant], workdir: Path, limit_s: float) -> str | None
 # -- main ----------------------------------------------------------------------------------------
 
 
+#: Test folders whose tests run in the pytest process only (fakes, SQLite, a private
+#: PostgreSQL): their mutants may run beside one that starts sandboxes.
+IN_PROCESS_TESTS = ("tests/unit/", "tests/store/")
+
+
+def in_process(mutant: Mutant) -> bool:
+    return all(test.startswith(IN_PROCESS_TESTS) for test in mutant.tests)
+
+
 def print_table(outcomes: list[Outcome], total_s: float) -> None:
     width = max(len(o.mutant.name) for o in outcomes)
     print()
@@ -521,8 +532,16 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.verdict == "ERROR":
                 print(_indent(outcome.detail), flush=True)
 
-    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        list(pool.map(one, mutants))
+    # Mutants whose tests are all in-process (tests/unit, tests/store: no sandbox, no
+    # server, no host-wide leak check) run in a lane of their own beside the others.
+    lanes = [[m for m in mutants if not in_process(m)], [m for m in mutants if in_process(m)]]
+
+    def lane(members: list[Mutant]) -> None:
+        with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            list(pool.map(one, members))
+
+    with concurrent.futures.ThreadPoolExecutor(len(lanes)) as runner:
+        list(runner.map(lane, lanes))
     ordered = [outcomes[m.name] for m in mutants]
     print_table(ordered, time.monotonic() - started)
     bad = [o for o in ordered if not o.ok]

@@ -232,7 +232,7 @@ def test_kill_9_loses_no_call_and_runs_each_queued_one_once(
     with running_server(tmp_path, env, data_dir) as first, first.client() as c:
         deploy(c, "slow", UNTIL, **slow_spec)
         deploy(c, "quick", ["cat"])
-        end = int(time.time()) + 25
+        end = int(time.time()) + 15
         slow = {submit(c, "slow", f"{end} slow-{i}\n"): f"slow-{i}\n" for i in range(4)}
         quick = {}
         for i in range(50):
@@ -346,7 +346,7 @@ def test_a_call_outliving_the_grace_is_killed_and_run_again_by_the_next_start(
     env = server_env(database_url, FAAS_SHUTDOWN_GRACE_S="1")
     with running_server(tmp_path, env, data_dir) as first, first.client() as c:
         deploy(c, "slow", UNTIL, timeout_s=120)
-        end = int(time.time()) + 20
+        end = int(time.time()) + 12
         invocation_id = submit(c, "slow", f"{end} outlived\n")
         wait_until_busy(first, c, running=1, queued=0)
         request_id = records(c)[invocation_id]["request_id"]
