@@ -6,8 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MYPY=.venv/bin/mypy
-MYPYPATH=src:tests "$MYPY" src bench tests/conftest.py tests/helpers.py tests/pg_cluster.py tests/unit \
-  tests/integration
-for dir in tests/security tests/docker tests/microvm tests/store; do
+MYPYPATH=src:tests "$MYPY" src bench tests/conftest.py tests/helpers.py tests/pg_cluster.py tests/unit
+for dir in tests/integration tests/security tests/docker tests/microvm tests/store; do
   MYPYPATH="src:tests:$dir" "$MYPY" "$dir"
 done

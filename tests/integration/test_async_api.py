@@ -4,7 +4,6 @@ deployed functions, validation before anything is queued, sync calls' records.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from async_support import (
     adhoc,
     assert_error,
     assert_ordered_times,
-    fresh_database,
     listed,
     record,
     serve,
@@ -24,24 +22,8 @@ from async_support import (
     wait_final,
     wait_for,
 )
-from pg_cluster import PgCluster, running_cluster
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    with running_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield ""
-        return
-    with fresh_database(request.getfixturevalue("pg")) as url:
-        yield url
 
 
 SLOW_HI = adhoc(["sh", "-c", "sleep 1; echo hi"])

@@ -21,7 +21,6 @@ from async_support import (
     ASYNC,
     adhoc,
     assert_error,
-    fresh_database,
     listed,
     record,
     serve,
@@ -29,25 +28,9 @@ from async_support import (
     wait_final,
     wait_for,
 )
-from pg_cluster import PgCluster, running_cluster
 
 pytestmark = pytest.mark.sandbox
 KEY = "test-callback-key-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    with running_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield ""
-        return
-    with fresh_database(request.getfixturevalue("pg")) as url:
-        yield url
 
 
 @dataclass

@@ -5,7 +5,6 @@ a running sync call's caller is told 409, and the answers for final/unknown/malf
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,6 @@ from async_support import (
     adhoc,
     assert_error,
     finished_runs,
-    fresh_database,
     listed,
     record,
     serve,
@@ -25,24 +23,8 @@ from async_support import (
     wait_status,
 )
 from helpers import assert_nothing_left_by, descendants
-from pg_cluster import PgCluster, running_cluster
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    with running_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield ""
-        return
-    with fresh_database(request.getfixturevalue("pg")) as url:
-        yield url
 
 
 def test_cancelled_queued_call_never_runs(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from async_support import fresh_database
 from faas.store import open_store
 from faas.store.invocation_records import InvocationRecord
 from helpers import (
@@ -38,7 +38,7 @@ from helpers import (
     process_table,
     running_server,
 )
-from pg_cluster import PgCluster, create_database, drop_database, running_cluster
+from pg_cluster import PgCluster
 
 pytestmark = pytest.mark.sandbox
 
@@ -49,32 +49,6 @@ UNTIL = ["sh", "-c",
          'read end mark; while [ "$(date +%s)" -lt "$end" ]; do sleep 0.2; done; echo "$mark"']
 #: Generous: other test runs share this (2-core) machine.
 WAIT_S = 180.0
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    with running_cluster() as cluster:
-        yield cluster
-
-
-@contextlib.contextmanager
-def fresh_database(cluster: PgCluster) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex}"
-    url = asyncio.run(create_database(cluster, name))
-    try:
-        yield url
-    finally:
-        asyncio.run(drop_database(cluster, name))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """"" (SQLite in the data folder) or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield ""
-        return
-    with fresh_database(request.getfixturevalue("pg")) as url:
-        yield url
 
 
 @pytest.fixture

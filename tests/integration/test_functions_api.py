@@ -10,7 +10,7 @@ import json
 import os
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from faas.gateway.app import create_app
 from faas.metrics import Metrics
 from faas.models import ExecutionSpec, InvocationResult
 from helpers import metric_value
-from pg_cluster import PgCluster, create_database, drop_database, running_cluster
+from pg_cluster import PgCluster, create_database, drop_database
 
 pytestmark = pytest.mark.sandbox
 PY = "python3"
@@ -63,12 +63,6 @@ class Api:
     async def invoke(self, function_id: str, body: Any = None, **params: Any) -> httpx.Response:
         return await self.client.post(f"/functions/{function_id}/invoke", params=params,
                                       json={} if body is None else body)
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    with running_cluster() as cluster:
-        yield cluster
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

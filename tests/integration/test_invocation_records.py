@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,6 @@ from async_support import (
     adhoc,
     assert_error,
     finished_runs,
-    fresh_database,
     listed,
     moment,
     serve,
@@ -26,24 +24,8 @@ from async_support import (
     wait_for,
     wait_status,
 )
-from pg_cluster import PgCluster, running_cluster
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    with running_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield ""
-        return
-    with fresh_database(request.getfixturevalue("pg")) as url:
-        yield url
 
 
 async def _concurrent_posts(url: str, count: int, key: str) -> list[httpx.Response]:

@@ -4,18 +4,13 @@ packages, so tests import it by bare name, as they do ``store_backend``)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-from store_backend import Backend
+from store_backend import Backend, raw
 
-from faas.store.engine import create_engines
 from faas.store.invocation_records import QUEUED, InvocationRecord, Outcome, now_us
-from faas.store.url import parse_database_url
 
 #: Far more than any test needs: the queue bound is not what these tests are about.
 ROOMY = 1_000_000
@@ -51,17 +46,6 @@ def outcome(status: str = "succeeded", **fields: Any) -> Outcome:
     return Outcome(status=status, finished_at=fields.pop("finished_at", now_us()), **fields)
 
 
-@asynccontextmanager
-async def raw(backend: Backend) -> AsyncIterator[AsyncConnection]:
-    """A plain transaction on the test's database, beside the store."""
-    target = parse_database_url(backend.database_url, backend.data_dir)
-    backend.data_dir.mkdir(mode=0o700, exist_ok=True)
-    engines = create_engines(target)
-    try:
-        async with engines.write.begin() as conn:
-            yield conn
-    finally:
-        await engines.dispose()
 
 
 COUNTS = {"invocations": text("SELECT COUNT(*) FROM invocations"),

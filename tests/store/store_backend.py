@@ -3,10 +3,16 @@ so ``from conftest import ...`` could find another folder's conftest)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from faas.store import Store, open_store
+from faas.store.engine import create_engines
+from faas.store.url import parse_database_url
 
 
 @dataclass(frozen=True)
@@ -19,3 +25,16 @@ class Backend:
 
     async def open(self) -> Store:
         return await open_store(self.database_url, self.data_dir)
+
+
+@asynccontextmanager
+async def raw(backend: Backend) -> AsyncIterator[AsyncConnection]:
+    """A plain transaction on the test's database, beside the store."""
+    target = parse_database_url(backend.database_url, backend.data_dir)
+    backend.data_dir.mkdir(mode=0o700, exist_ok=True)
+    engines = create_engines(target)
+    try:
+        async with engines.write.begin() as conn:
+            yield conn
+    finally:
+        await engines.dispose()

@@ -7,8 +7,6 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,8 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-from store_backend import Backend
+from store_backend import Backend, raw
 
 from faas.errors import SchemaTooNew
 from faas.store import SCHEMA_VERSION, FunctionSpec
@@ -25,19 +22,6 @@ from faas.store.engine import create_engines
 from faas.store.invocation_records import InvocationRecord, Outcome
 from faas.store.migrations import MIGRATIONS, migrate
 from faas.store.url import parse_database_url
-
-
-@asynccontextmanager
-async def raw(backend: Backend) -> AsyncIterator[AsyncConnection]:
-    """A plain transaction on the test's database, beside the store."""
-    target = parse_database_url(backend.database_url, backend.data_dir)
-    backend.data_dir.mkdir(mode=0o700, exist_ok=True)
-    engines = create_engines(target)
-    try:
-        async with engines.write.begin() as conn:
-            yield conn
-    finally:
-        await engines.dispose()
 
 
 async def applied_versions(backend: Backend) -> list[int]:

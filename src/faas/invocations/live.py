@@ -34,12 +34,6 @@ class LiveCalls:
         self.calls[record.id] = call
         return call
 
-    def update(self, record: InvocationRecord) -> None:
-        """The call's record changed (it ended and is being written)."""
-        call = self.calls.get(record.id)
-        if call is not None:
-            call.record = record
-
     def get(self, invocation_id: str) -> InvocationRecord | None:
         call = self.calls.get(invocation_id)
         return None if call is None else call.record

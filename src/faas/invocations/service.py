@@ -167,7 +167,7 @@ class Invocations:
         if not self.writer.insert(record):
             self.live.settled([record.id])
 
-    def _written(self, ended: set[str], inserts: list[InvocationRecord]) -> None:
+    def _written(self, inserts: list[InvocationRecord]) -> None:
         if inserts:
             self.live.settled([record.id for record in inserts])
             if any(record.callback_url for record in inserts):

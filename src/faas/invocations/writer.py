@@ -27,13 +27,13 @@ MAX_PENDING = 10_000
 MAX_BATCH = 500
 RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
-Written = Callable[[set[str], list[InvocationRecord]], None]
+Written = Callable[[list[InvocationRecord]], None]
 
 
 class RecordWriter:
     def __init__(self, store: SqlInvocations, written: Written) -> None:
-        """``written(ended_ids, inserts)`` is called after each batch: the ids whose outcome
-        was written, and the batch's inserts (also when they could not be written)."""
+        """``written(inserts)`` is called after each batch with the batch's inserts (also
+        when they could not be written); an outcome's writer learns from ``end``'s future."""
         self._store = store
         self._written = written
         self._inserts: list[InvocationRecord] = []
@@ -98,7 +98,7 @@ class RecordWriter:
             if not done.done():
                 done.set_result(invocation_id in written)
         try:
-            self._written(written, inserts)
+            self._written(inserts)
         except Exception:
             log.exception("a record listener failed")
 
