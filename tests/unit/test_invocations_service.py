@@ -199,3 +199,27 @@ async def test_a_delete_cancels_a_running_sync_call(world: World) -> None:
     record = await final(world, call.record.id)
     assert record.status == "cancelled" and "DELETE" in (record.error or "")
     assert world.executor.running == 0
+
+
+async def test_a_sync_call_written_while_a_list_runs_is_still_listed(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record leaves the live calls when it is written: a listing whose store query ran
+    just before that write must still find it (it did not, under load in CI)."""
+    work = asyncio.ensure_future(world.orchestrator.invoke("f", request(), "racy"))
+    call = world.invocations.sync_started("f", None, "racy", 1, work)
+    result = await work
+    store = world.invocations.store
+    query = store.list_records
+
+    async def written_during_the_query(**kwargs: object) -> object:
+        page = await query(**kwargs)  # type: ignore[arg-type]
+        world.invocations.sync_ended(call, result, None)
+        async with asyncio.timeout(10):
+            while call.record.id in world.invocations.live.calls:
+                await asyncio.sleep(0.01)
+        return page
+
+    monkeypatch.setattr(store, "list_records", written_during_the_query)
+    page = await world.invocations.list_records(function_id="f")
+    assert [record.id for record in page.items] == [call.record.id]
+    assert page.items[0].status == "succeeded"

@@ -196,18 +196,21 @@ class Invocations:
     async def list_records(self, *, function_id: str | None = None, status: str | None = None,
                    since: int | None = None, limit: int = 50,
                    cursor: str | None = None) -> InvocationPage:
+        # Taken before the query: a sync call whose record is written while the query
+        # runs leaves the live calls then, and must still be found in one or the other.
+        running = list(self.live.calls.values())
         page = await self.store.list_records(function_id=function_id, status=status,
                                              since=since, limit=limit, cursor=cursor)
-        return self._with_live_sync(page, function_id, status, since, limit, cursor)
+        return self._with_live_sync(page, running, function_id, status, since, limit, cursor)
 
-    def _with_live_sync(self, page: InvocationPage, function_id: str | None,
-                        status: str | None, since: int | None, limit: int,
-                        cursor: str | None) -> InvocationPage:
-        """``page`` with the sync calls running here (not in the store until they end),
+    def _with_live_sync(self, page: InvocationPage, running: list[LiveCall],
+                        function_id: str | None, status: str | None, since: int | None,
+                        limit: int, cursor: str | None) -> InvocationPage:
+        """``page`` with the sync calls ``running`` here (not in the store until they end),
         so a running sync call can be found, and cancelled, by its id."""
         after = decode_record_cursor(cursor) if cursor is not None else None
         stored = {record.id for record in page.items}
-        live = [record for call in list(self.live.calls.values())
+        live = [record for call in running
                 if (record := call.record).mode == "sync" and record.id not in stored
                 and (function_id is None or record.function_id == function_id)
                 and (status is None or record.status == status)
