@@ -1,0 +1,5 @@
+"""Per-tenant secrets: names, encryption at rest, and delivery into sandboxes.
+
+``names``: what a secret may be called and how large it may be (shared by
+the API, the store and every tier).
+"""
