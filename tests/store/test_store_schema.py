@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from store_backend import Backend, raw
 
-from faas.errors import SchemaTooNew
+from faas.errors import NotFound, SchemaTooNew
 from faas.store import SCHEMA_VERSION, FunctionSpec
 from faas.store.engine import create_engines
 from faas.store.invocation_records import InvocationRecord, Outcome
@@ -82,19 +82,23 @@ async def test_a_version_one_database_with_data_is_upgraded(backend: Backend) ->
     store = await backend.open()
     try:
         assert await applied_versions(backend) == list(range(1, SCHEMA_VERSION + 1))
-        alpha = await store.get_function("alpha")
+        alpha = await store.get_function("default/alpha")
         assert alpha.latest_version == 2 and alpha.latest.spec.description == "alpha two"
         assert alpha.latest.spec.env_vars == {"A": "1"} and alpha.latest.spec.timeout_s == 5
         assert alpha.created_at.timestamp() == 1.0
-        assert (await store.get_version("alpha", 1)).spec.labels == {"team": "old"}
+        assert (await store.get_version("default/alpha", 1)).spec.labels == {"team": "old"}
         # v2 indexed the labels of each live function's latest version.
         page = await store.list_functions(labels={"team": "payments"})
-        assert [i.function_id for i in page.items] == ["alpha", "beta"]
+        assert [i.function_id for i in page.items] == ["default/alpha", "default/beta"]
         assert (await store.list_functions(labels={"team": "old"})).items == ()
         # v2's counters work on versions written by v1.
-        await store.count_invocation("beta", 1, "ok")
-        assert dict((await store.get_function("beta")).invocations) == {"ok": 1}
-        assert (await store.put_function("gone", FunctionSpec(command=("x",)))).version == 2
+        await store.count_invocation("default/beta", 1, "ok")
+        assert dict((await store.get_function("default/beta")).invocations) == {"ok": 1}
+        assert (await store.put_function("default/gone", FunctionSpec(command=("x",)))
+                ).version == 2
+        # v4: every function is the default tenant's, under its qualified id.
+        with pytest.raises(NotFound):
+            await store.get_function("alpha")
     finally:
         await store.close()
 
@@ -177,18 +181,18 @@ async def test_a_version_two_database_with_data_is_upgraded(backend: Backend) ->
     store = await backend.open()
     try:
         assert await applied_versions(backend) == list(range(1, SCHEMA_VERSION + 1))
-        spec = (await store.get_version("old", 1)).spec
+        spec = (await store.get_version("default/old", 1)).spec
         assert (spec.max_attempts, spec.retry_timeouts, spec.retry_failures) == (
             None, False, False)
         assert spec.description == "old" and spec.labels == {"team": "core"}
-        await store.count_invocation("old", 1, "ok")
-        assert dict((await store.get_function("old")).invocations) == {"ok": 42}
+        await store.count_invocation("default/old", 1, "ok")
+        assert dict((await store.get_function("default/old")).invocations) == {"ok": 42}
         page = await store.list_functions(labels={"team": "core"})
-        assert [i.function_id for i in page.items] == ["old"]
+        assert [i.function_id for i in page.items] == ["default/old"]
         # The new keys are stored by the new code.
-        put = await store.put_function("old", FunctionSpec(
+        put = await store.put_function("default/old", FunctionSpec(
             command=("x",), max_attempts=4, retry_timeouts=True, retry_failures=True))
-        spec = (await store.get_version("old", put.version)).spec
+        spec = (await store.get_version("default/old", put.version)).spec
         assert (spec.max_attempts, spec.retry_timeouts, spec.retry_failures) == (4, True, True)
 
         # The invocation tables v3 added work.

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from faas.store.invocation_store import SqlInvocations
 from faas.store.records import FunctionInfo, FunctionSpec, FunctionVersion, Page
+from faas.store.tenant_store import SqlTenants
 
 #: ``list_functions``' page size when none is asked for, and the largest one it serves.
 DEFAULT_PAGE_SIZE = 50
@@ -29,6 +30,8 @@ class Store(Protocol):
     #: Invocation records and the durable async queue (one implementation for both
     #: engines, so its class is the contract: ``faas.store.invocation_store``).
     invocations: SqlInvocations
+    #: Tenants, API keys and the audit log (one implementation for both engines, too).
+    tenants: SqlTenants
 
     async def put_function(self, function_id: str, spec: FunctionSpec) -> FunctionVersion:
         """Store ``spec`` as the function's next version; create the function if needed.

@@ -100,6 +100,8 @@ class InvocationRecord:
     callback_error: str | None = None
     callback_delivered_at: int | None = None
     tenant: str | None = None
+    #: the id of the API key that made the call (None: the server ran open)
+    caller: str | None = None
 
     @property
     def final(self) -> bool:

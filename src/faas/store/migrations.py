@@ -159,12 +159,104 @@ async def _v3_invocations(conn: AsyncConnection, dialect: str) -> None:
         CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)""")
 
 
+async def _v4_tenants(conn: AsyncConnection, dialect: str) -> None:
+    blob = "BYTEA" if dialect == "postgresql" else "BLOB"
+    ident = _id_type(dialect)
+    await _run(conn, f"""
+        CREATE TABLE tenants (
+            name {ident} PRIMARY KEY,
+            created_at BIGINT NOT NULL,
+            quotas TEXT NOT NULL
+        );
+        CREATE TABLE api_keys (
+            id {ident} PRIMARY KEY,
+            tenant {ident} NOT NULL REFERENCES tenants (name),
+            role TEXT NOT NULL,
+            name TEXT NOT NULL,
+            key_hash {blob} NOT NULL UNIQUE,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT,
+            revoked_at BIGINT,
+            created_by TEXT
+        );
+        CREATE INDEX api_keys_by_tenant ON api_keys (tenant, id);
+        CREATE TABLE secrets (
+            tenant {ident} NOT NULL REFERENCES tenants (name),
+            name {ident} NOT NULL,
+            ciphertext {blob} NOT NULL,
+            nonce {blob} NOT NULL,
+            key_id TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant, name)
+        );
+        CREATE TABLE audit_log (
+            id {ident} PRIMARY KEY,
+            at BIGINT NOT NULL,
+            tenant TEXT NOT NULL,
+            actor TEXT,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT
+        );
+        CREATE INDEX audit_log_by_time ON audit_log (at, id);
+        ALTER TABLE functions ADD COLUMN bundle_bytes BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE invocations ADD COLUMN caller TEXT;
+        CREATE INDEX invocations_by_tenant ON invocations (tenant, accepted_at, id);
+        CREATE INDEX invocations_by_caller ON invocations (caller, accepted_at, id)""")
+    now = time.time_ns() // 1000
+    await conn.execute(text("INSERT INTO tenants (name, created_at, quotas) "
+                            "VALUES ('default', :now, '{}')"), {"now": now})
+    # Everything made before tenants belongs to the default tenant, under a qualified id
+    # ("default/<id>"). Rows are copied under the new id, their children pointed at the
+    # copy, then the originals deleted: no foreign key is ever broken, on either engine.
+    rows = list(await conn.execute(text("SELECT id FROM functions")))
+    for (old,) in rows:
+        new = f"default/{old}"
+        await conn.execute(text(
+            "INSERT INTO functions (id, latest_version, first_version, created_at, "
+            "updated_at, deleted_at) SELECT :new, latest_version, first_version, created_at, "
+            "updated_at, deleted_at FROM functions WHERE id = :old"), {"new": new, "old": old})
+        await conn.execute(text(
+            "INSERT INTO function_versions (function_id, version, spec, created_at) "
+            "SELECT :new, version, spec, created_at FROM function_versions "
+            "WHERE function_id = :old"), {"new": new, "old": old})
+        for statement in ("UPDATE function_labels SET function_id = :new "
+                          "WHERE function_id = :old",
+                          "UPDATE invocation_counts SET function_id = :new "
+                          "WHERE function_id = :old"):
+            await conn.execute(text(statement), {"new": new, "old": old})
+        await conn.execute(text("DELETE FROM function_versions WHERE function_id = :old"),
+                           {"old": old})
+        await conn.execute(text("DELETE FROM functions WHERE id = :old"), {"old": old})
+    await conn.execute(text(
+        "UPDATE invocations SET function_id = 'default/' || function_id "
+        "WHERE function_id NOT LIKE '%/%'"))
+    await conn.execute(text("UPDATE invocations SET tenant = 'default' WHERE tenant IS NULL"))
+    await conn.execute(text(
+        "UPDATE idempotency_keys SET function_id = 'default/' || function_id "
+        "WHERE function_id NOT LIKE '%/%'"))
+    # What each live function's latest version keeps in the bundle store (for quotas).
+    sizes = await conn.execute(text("""
+        SELECT f.id, v.spec FROM functions f
+        JOIN function_versions v ON v.function_id = f.id AND v.version = f.latest_version
+        WHERE f.deleted_at IS NULL"""))
+    for function_id, spec in list(sizes):
+        bundle = orjson.loads(spec).get("bundle") or {}
+        if bundle.get("packed_bytes"):
+            await conn.execute(text("UPDATE functions SET bundle_bytes = :b WHERE id = :f"),
+                               {"b": int(bundle["packed_bytes"]), "f": function_id})
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "functions and their immutable versions", _v1_functions),
     Migration(2, "labels as an indexed table; invocation counts per version and outcome",
               _v2_labels_and_counts),
     Migration(3, "invocation records (the durable async queue) and idempotency keys",
               _v3_invocations),
+    Migration(4, "tenants, API keys, secrets and the audit log; functions and records "
+                 "owned by a tenant", _v4_tenants),
 )
 HEAD = MIGRATIONS[-1].version
 

@@ -34,8 +34,15 @@ MAX_VERSION = 2**31 - 1
 SPEC_FORMAT = 1
 
 
+#: How the store keeps an id: qualified by its tenant (``faas.tenancy.principal``).
+STORED_FUNCTION_ID_PATTERN = re.compile(
+    r"(?:[a-z0-9][a-z0-9-]{0,31}/)?" + FUNCTION_ID_PATTERN.pattern)
+
+
 def check_function_id(function_id: str) -> str:
-    if not isinstance(function_id, str) or not FUNCTION_ID_PATTERN.fullmatch(function_id):
+    """A stored function id: a name, qualified with its tenant (``acme/hello``) or not."""
+    if not isinstance(function_id, str) or not STORED_FUNCTION_ID_PATTERN.fullmatch(
+            function_id):
         raise ValidationError(
             "a function id is 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter "
             "or digit")

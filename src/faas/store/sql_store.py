@@ -38,6 +38,7 @@ from faas.store.records import (
     spec_to_json,
 )
 from faas.store.tables import function_labels, function_versions, functions, invocation_counts
+from faas.store.tenant_store import SqlTenants
 from faas.store.url import DatabaseTarget
 
 T = TypeVar("T")
@@ -87,6 +88,7 @@ class SqlStore:
         self._insert = dialect.insert
         #: invocation records and the async queue, on the same engines
         self.invocations = SqlInvocations(target, engines, self._shielded)
+        self.tenants = SqlTenants(target, engines, self._shielded)
 
     @property
     def engine_name(self) -> str:

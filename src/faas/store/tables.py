@@ -20,6 +20,8 @@ functions = Table(
     Column("updated_at", BigInteger, nullable=False),
     #: set while the function is deleted; its versions stay for the records that name them
     Column("deleted_at", BigInteger),
+    #: the packed size of the latest version's bundle (0: none), for the tenant's quota
+    Column("bundle_bytes", BigInteger, nullable=False, server_default="0"),
 )
 
 function_versions = Table(
@@ -91,6 +93,8 @@ invocations = Table(
     Column("callback_next_at", BigInteger),
     Column("callback_error", Text),
     Column("callback_delivered_at", BigInteger),
+    #: the id of the API key that made the call (None: the server ran open)
+    Column("caller", Text),
 )
 
 #: An async call's Idempotency-Key: (function, key) names one invocation until it expires.
@@ -100,4 +104,51 @@ idempotency_keys = Table(
     Column("idempotency_key", Text, primary_key=True),
     Column("invocation_id", Text, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
+)
+
+tenants = Table(
+    "tenants", metadata,
+    Column("name", Text, primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    #: the tenant's quota overrides as a JSON object (absent: the server's defaults)
+    Column("quotas", Text, nullable=False),
+)
+
+#: API keys: only the SHA-256 of each key is kept (``faas.tenancy.keys``).
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", Text, primary_key=True),
+    Column("tenant", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("key_hash", LargeBinary, nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("revoked_at", BigInteger),
+    Column("created_by", Text),
+)
+
+#: A tenant's secrets, encrypted (``faas.secrets``): ``key_id`` names the master key.
+secrets = Table(
+    "secrets", metadata,
+    Column("tenant", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+#: Who did what: keys made and revoked, functions deployed and deleted, secrets set.
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Text, primary_key=True),
+    Column("at", BigInteger, nullable=False),
+    Column("tenant", Text, nullable=False),
+    Column("actor", Text),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("detail", Text),
 )
