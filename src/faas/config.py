@@ -8,6 +8,7 @@ a boolean) raises ``ValidationError`` naming the variable, which
 ``faas serve`` and ``faas doctor`` print as one line.
 
 Sections: ``Settings.invocations`` (records, the async queue, callbacks),
+``Settings.tenancy`` (open mode, tenants' default quotas, the secrets' key),
 ``Settings.images`` (where guest images are and which ones to boot) and
 ``Settings.microvm`` (the microVM tier: its limits, pools, VMM binaries and
 uids). ``FAAS_VM_MAX_VCPUS`` / ``FAAS_VM_MAX_MEMORY_MIB`` are the microVM
@@ -72,6 +73,26 @@ class InvocationSettings:
     callback_retry_s: float = 3600.0
     callback_allow_private: bool = False
     callback_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TenancySettings:
+    """Who may call (``faas.tenancy``), tenants' default quotas, the secrets' master key."""
+
+    #: run open (no keys) on a non-loopback address; open on loopback needs nothing
+    insecure: bool = False
+    #: base64 of 32 bytes; empty: ``<data_dir>/secret.key``, made on first start (0600)
+    secret_key: str = ""
+    #: per tenant; 0: the server's FAAS_MAX_CONCURRENCY
+    max_concurrency: int = 0
+    #: invocations per second per tenant (token bucket); 0: no rate limit
+    rate_per_s: float = 0.0
+    #: the bucket's size; 0: max(1, rate_per_s)
+    burst: int = 0
+    #: queued async calls per tenant; 0: FAAS_MAX_ASYNC_QUEUE
+    max_queued: int = 0
+    max_functions: int = 1000
+    max_bundle_bytes: int = 10 * 1024 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +169,7 @@ class Settings:
     images: ImageSettings = field(default_factory=ImageSettings)
     microvm: VMSettings = field(default_factory=VMSettings)
     invocations: InvocationSettings = field(default_factory=InvocationSettings)
+    tenancy: TenancySettings = field(default_factory=TenancySettings)
 
     @property
     def max_body_bytes(self) -> int:
@@ -175,7 +197,7 @@ class Settings:
         """Read every variable of ``VARIABLES`` (unset or empty: the default)."""
         env = os.environ if env is None else env
         sections: dict[str, dict[str, Any]] = {"": {}, "images": {}, "microvm": {},
-                                                "invocations": {}}
+                                                "invocations": {}, "tenancy": {}}
         for var in VARIABLES:
             raw = env.get(var.name)
             if raw is None or raw == "":
@@ -190,7 +212,8 @@ class Settings:
         settings = dataclasses.replace(
             cls(), images=ImageSettings(**sections["images"]),
             microvm=VMSettings(**sections["microvm"]),
-            invocations=InvocationSettings(**sections["invocations"]), **sections[""])
+            invocations=InvocationSettings(**sections["invocations"]),
+            tenancy=TenancySettings(**sections["tenancy"]), **sections[""])
         settings.check()
         return settings
 

@@ -7,6 +7,9 @@
     |   +-- BundleRejected         an uploaded code bundle is unsafe, malformed or over a
     |                              limit; names the problem and the entry (HTTP 400)
     |   +-- InvalidSpec            a function spec with problems; lists every one (HTTP 400)
+    +-- Unauthenticated            no API key, or one that is unknown, revoked or expired
+    |                              (HTTP 401)
+    +-- Forbidden                  the key's role may not do this (HTTP 403)
     +-- RequestTimeout             the client sent its request body too slowly (HTTP 408)
     +-- AdmissionRejected          concurrency, wait queue or body memory full (HTTP 429)
     +-- ShuttingDown               the server stopped accepting work (HTTP 503)
@@ -75,6 +78,14 @@ class InvalidSpec(ValidationError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__(f"invalid function spec: {len(problems)} problem(s)")
         self.problems = problems
+
+
+class Unauthenticated(FaasError):
+    status = 401
+
+
+class Forbidden(FaasError):
+    status = 403
 
 
 class RequestTimeout(FaasError):
@@ -158,7 +169,6 @@ class ApiError(ClientError):
         self.status = status
         self.error = error
         self.problems = problems
-
 
 
 class InvocationCancelled(Conflict):

@@ -254,6 +254,10 @@ def test_whatever_the_schema_allows_the_server_accepts() -> None:
         hypothesis.assume("x-callback-url" not in headers and "idempotency-key" not in headers)
         hypothesis.assume("respond-async" not in str(headers.get("prefer", "")).lower())
         hypothesis.assume(str((case.query or {}).get("async")).lower() not in ("true", "1", "yes"))
+        # The document's bearer scheme makes up a key; this app runs open (no keys exist),
+        # where only a request without a key is let in.
+        for name in [k for k in (case.headers or {}) if k.lower() == "authorization"]:
+            del case.headers[name]
         response = case.call()
         unavailable = response.status_code == 503 and case.body.get("executor") == "docker"
         # ?version= pins a deployed version; none is deployed here: the documented 404.

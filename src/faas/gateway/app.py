@@ -18,6 +18,11 @@ from a budget shared by all requests (``faas.gateway.budget``) and must
 arrive within ``http_read_timeout_s`` (``faas.gateway.body``); headers have
 the same deadline, and open connections are capped (``faas.gateway.guard``).
 A client that goes away is answered quietly.
+
+Callers: every request but the public ones (health, the API document) passes
+``faas.gateway.auth`` first: a key (``Authorization: Bearer``) and a role
+high enough for the path (``faas.gateway.access``), or 401/403 before any
+handler runs. A server with no keys on loopback runs open.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from faas.config import Settings
 from faas.executors.base import Executor
 from faas.functions import Functions
 from faas.gateway.body import describe
+from faas.gateway.auth import AuthMiddleware
 from faas.gateway.budget import ByteBudget
 from faas.gateway.context import Gateway
 from faas.gateway.openapi import DESCRIPTION, TITLE, document
@@ -46,6 +52,8 @@ from faas.gateway.routes import RESOURCES
 from faas.invocations.service import Invocations
 from faas.logs import clip, request_id_var
 from faas.orchestrator import Orchestrator
+from faas.tenancy.authenticator import Authenticator
+from faas.tenancy.principal import is_loopback
 
 log = logging.getLogger("faas.gateway")
 
@@ -69,6 +77,9 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
     orch = orchestrator or Orchestrator(settings, executors, unavailable=unavailable,
                                         metrics=functions.metrics if functions else None)
     gateway = Gateway(settings, orch, ByteBudget(settings.body_budget_bytes), functions)
+    gateway.authenticator = Authenticator(
+        functions.store.tenants if functions is not None else None,
+        open_allowed=settings.tenancy.insecure or is_loopback(settings.host))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +102,7 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
     )
     for add_routes in RESOURCES:
         add_routes(app.router, gateway)
+    app.add_middleware(AuthMiddleware, authenticator=gateway.authenticator)
     app.state.orchestrator = orch
     app.state.body_budget = gateway.budget
     return app

@@ -10,6 +10,7 @@ from faas.functions import Functions
 from faas.gateway.budget import ByteBudget
 from faas.invocations.service import Invocations
 from faas.orchestrator import Orchestrator
+from faas.tenancy.authenticator import Authenticator
 
 
 @dataclass(slots=True)
@@ -28,6 +29,8 @@ class Gateway:
     functions: Functions | None = None
     #: Records and async calls: opened with the app (needs a loop) when it has functions.
     invocations: Invocations | None = None
+    #: Who is calling (keys, open mode); set by ``create_app``.
+    authenticator: Authenticator | None = None
 
     def records(self) -> Invocations:
         """The invocation records, or ``StoreUnavailable`` (503) if this app keeps none."""

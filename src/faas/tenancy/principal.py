@@ -11,6 +11,7 @@ does not exist, and views strip the prefix again. Tenant names cannot hold a
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -77,3 +78,13 @@ def tenant_of(qualified: str) -> str | None:
     """The tenant part of a stored id (None for an unqualified one)."""
     tenant, separator, _ = qualified.partition(SEPARATOR)
     return tenant if separator else None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches only this machine (``localhost``, 127/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
