@@ -42,8 +42,8 @@ from starlette.routing import Match, Route
 from faas.config import Settings
 from faas.executors.base import Executor
 from faas.functions import Functions
-from faas.gateway.body import describe
 from faas.gateway.auth import AuthMiddleware
+from faas.gateway.body import describe
 from faas.gateway.budget import ByteBudget
 from faas.gateway.context import Gateway
 from faas.gateway.openapi import DESCRIPTION, TITLE, document
