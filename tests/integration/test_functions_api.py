@@ -314,7 +314,7 @@ async def test_metrics_label_deployed_ids_only(api: Api) -> None:
     await asyncio.sleep(0.2)
     text = (await api.client.get("/metrics")).text
     assert metric_value(text, "faas_function_invocations_total",
-                        'function="dep",outcome="error"') == 1
+                        'function="default/dep",outcome="error"') == 1
     assert metric_value(text, "faas_function_invocations_total",
                         'function="adhoc",outcome="ok"') == 3
     assert "random-" not in text
