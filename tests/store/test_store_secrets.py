@@ -237,3 +237,21 @@ async def test_a_rotation_that_fails_changes_no_row(store: Store, backend: Backe
         await rotate_master_key(settings, store)
     assert await raw_rows(backend) == before
     assert MasterKey.load(settings, {vault.key_id}).key_id == vault.key_id
+
+
+async def test_a_spec_keeps_its_secret_names_and_old_specs_have_none(
+        store: Store, backend: Backend) -> None:
+    from faas.store import FunctionSpec
+    from faas.store.tables import function_versions
+    put = await store.put_function("acme/f", FunctionSpec(command=("x",),
+                                                          secrets=("db", "token")))
+    assert (await store.get_version("acme/f", put.version)).spec.secrets == ("db", "token")
+    async with raw(backend) as conn:  # a spec stored before secrets existed
+        row = (await conn.execute(select(function_versions.c.spec))).one()
+        import orjson
+        body = orjson.loads(row.spec)
+        del body["secrets"]
+        await conn.execute(update(function_versions).values(spec=orjson.dumps(body).decode()))
+    assert (await store.get_version("acme/f", put.version)).spec.secrets == ()
+    with pytest.raises(ValidationError):
+        FunctionSpec(command=("x",), secrets="db")  # type: ignore[arg-type]
