@@ -226,3 +226,25 @@ class InvocationAnswer(InvocationSummary):
 class InvocationList(_Answer):
     items: list[InvocationSummary]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class SecretValueBody(BaseModel):
+    """``PUT /secrets/{name}``: the value, as text or as base64 (exactly one of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str | None = Field(default=None, description="the value as text (stored as UTF-8)")
+    value_base64: str | None = Field(default=None, description="the value's bytes, base64")
+
+
+class SecretAnswer(_Answer):
+    """What may be said of a secret. Values are write-only: no answer ever holds one."""
+
+    name: str
+    size: int = Field(description="the value's length in bytes")
+    created_at: str = Field(description="ISO 8601, UTC")
+    updated_at: str = Field(description="ISO 8601, UTC")
+
+
+class SecretList(_Answer):
+    items: list[SecretAnswer]
