@@ -193,3 +193,11 @@ async def test_without_a_store_the_secrets_routes_are_a_documented_503() -> None
             r = await c.request(method.upper(), path, json={"value": "v"})
             assert r.status_code == 503, r.text
             assert_documented(doc, doc_path, method, r)
+
+
+async def test_an_ad_hoc_call_cannot_name_secrets() -> None:
+    from test_openapi import make_app
+    async with client_for(make_app()) as c:
+        r = await c.post("/functions/f1/invoke", json={"command": ["true"],
+                                                       "secrets": ["db-password"]})
+        assert r.status_code == 400 and "secrets" in r.text
