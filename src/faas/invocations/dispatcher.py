@@ -170,7 +170,7 @@ class Dispatcher:
     async def _invoke(self, record: InvocationRecord) -> InvocationResult:
         if record.request is None:
             raise ValidationError("the queued call has nothing to run")
-        request, bundle_ref = decode_call(record.request)
+        request, bundle_ref, secret_names = decode_call(record.request)
         bundle = None
         if bundle_ref is not None:
             bundle = FunctionBundle(bundle_ref.sha256,

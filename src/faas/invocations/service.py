@@ -125,7 +125,8 @@ class Invocations:
             retry_failures=bool(spec and spec.retry_failures),
             concurrency_cap=spec.max_concurrency if spec else None,
             output_encoding=request.output_encoding,
-            request=encode_call(request, spec.bundle if spec else None),
+            request=encode_call(request, spec.bundle if spec else None,
+                                spec.secrets if spec else ()),
             callback_url=callback_url, tenant=tenant_of(function_id), caller=caller)
         invocation_id, created = await self.enqueuer.submit(record, idempotency_key)
         if created:
