@@ -70,3 +70,11 @@ def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
                              f" >= {low:g}")
         checked[name] = kind(value)
     return checked
+
+
+def overrides_schema() -> dict[str, Any]:
+    """The JSON schema of a tenant's overrides (``{"max_concurrency": 4, ...}``), for the
+    API document: the names and lower bounds ``check_overrides`` enforces."""
+    return {"type": "object", "additionalProperties": False, "properties": {
+        name: {"type": "integer" if kind is int else "number", "minimum": low, "maximum": 1e15}
+        for name, (kind, low) in _LIMITS.items()}}
