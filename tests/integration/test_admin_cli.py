@@ -198,7 +198,8 @@ def test_admin_routes_with_an_admin_key(bwrap_available: None, data_dir: Path,
             assert bad.status_code == 400, (quotas, bad.text)
         assert c.put("/tenants/beta/quotas", json={"quotas": [1]},
                      headers=admin).status_code == 400
-        good = c.put("/tenants/beta/quotas", json={"quotas": {"max_concurrency": 2}},
+        # 2.0 is an integer in JSON (what many encoders write), 1.5 is not
+        good = c.put("/tenants/beta/quotas", json={"quotas": {"max_concurrency": 2.0}},
                      headers=admin)
         assert good.status_code == 200, good.text
         detail = c.get("/tenants/beta", headers=admin).json()

@@ -64,8 +64,10 @@ def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         if name not in _LIMITS:
             raise ValueError(f"unknown quota {str(name)[:64]!r}; known: {', '.join(_LIMITS)}")
         kind, low = _LIMITS[name]
+        # 5.0 is an integer in JSON (and JSON Schema): what many JSON encoders write for 5.
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                kind is int and not isinstance(value, int)) or not low <= value <= 1e15:
+                kind is int and not (isinstance(value, int) or value.is_integer())) or \
+                not low <= value <= 1e15:
             raise ValueError(f"quota {name} must be a{'n integer' if kind is int else ' number'}"
                              f" >= {low:g}")
         checked[name] = kind(value)
