@@ -343,13 +343,15 @@ def assert_no_host_details(text: str) -> None:
     assert not found, f"host details {found} in: {text[:2000]}"
 
 
-def assert_still_serving(server: Server, settle_s: float = 5.0) -> None:
-    """After an attack: the process lives, /healthz answers, a normal call works, no leaks."""
+def assert_still_serving(server: Server, settle_s: float = 5.0, key: str | None = None) -> None:
+    """After an attack: the process lives, /healthz answers, a normal call (with ``key``, if
+    the server requires one) works, no leaks."""
     assert server.proc.poll() is None, f"server died ({server.proc.returncode}):\n" + (
         server.log()[-4000:])
     with server.client(timeout=10) as c:
         assert c.get("/healthz").status_code == 200
-        r = c.post("/functions/after-attack/invoke", json={"command": ["echo", "ok"]})
+        r = c.post("/functions/after-attack/invoke", json={"command": ["echo", "ok"]},
+                   headers={"Authorization": f"Bearer {key}"} if key else None)
     assert r.status_code == 200, r.text[:2000]
     assert r.json()["stdout"] == "ok\n", r.text[:2000]
     assert_no_leaks(settle_s)

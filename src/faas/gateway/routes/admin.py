@@ -60,7 +60,8 @@ QUOTAS_BODY = _body({"quotas": overrides_schema()}, [])
 KEY_BODY = _body({
     "tenant": {**_TENANT, "description": "default: the caller's"},
     "role": {"type": "string", "enum": ["invoker", "developer", "admin"]},
-    "name": {"type": "string", "maxLength": admin.MAX_KEY_NAME},
+    "name": {"type": "string", "maxLength": admin.MAX_KEY_NAME,
+             "description": "printable characters only"},
     "expires_in_s": {"type": "number", "exclusiveMinimum": 0,
                      "maximum": admin.MAX_KEY_LIFETIME_S}}, ["role"])
 
