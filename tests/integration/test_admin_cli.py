@@ -47,6 +47,12 @@ def key_id(key: str) -> str:
     return found.group(1)
 
 
+def other_key(key: str) -> str:
+    """``key`` with one character of its secret changed (still a well-formed key)."""
+    i = len(key) - 10
+    return key[:i] + ("B" if key[i] == "A" else "A") + key[i + 1:]
+
+
 def wait_until(condition: Callable[[], bool], within_s: float) -> float:
     """Poll ``condition`` until it holds; the seconds it took (AssertionError past ``within_s``)."""
     start = time.monotonic()
@@ -137,7 +143,7 @@ def test_a_cli_key_on_a_real_server_and_its_revocation_on_the_store(
     with running_server(tmp_path, SERVE_ENV, data_dir=data_dir) as srv, srv.client() as c:
         assert_refused(c.get("/whoami"))
         assert_refused(c.get("/functions"))
-        assert_refused(c.get("/whoami", headers=bearer(key[:-1] + "A")))
+        assert_refused(c.get("/whoami", headers=bearer(other_key(key))))
         assert c.get("/whoami", headers=bearer(key)).json() == {
             "tenant": "acme", "role": "developer", "key_id": key_id(key)}
         assert c.get("/functions", headers=bearer(key)).status_code == 200
