@@ -137,10 +137,13 @@ def test_bad_arguments_are_one_line_and_status_2(data_dir: Path, argv: list[str]
 
 
 def test_a_cli_key_on_a_real_server_and_its_revocation_on_the_store(
-        bwrap_available: None, data_dir: Path, tmp_path: Path) -> None:
-    create_tenant(data_dir, "acme")
-    key = create_key(data_dir, tenant="acme", role="developer")
-    with running_server(tmp_path, SERVE_ENV, data_dir=data_dir) as srv, srv.client() as c:
+        bwrap_available: None, data_dir: Path, tmp_path: Path, database_url: str) -> None:
+    """On SQLite in the data folder, and on PostgreSQL (``FAAS_DATABASE_URL``)."""
+    store = {"FAAS_DATABASE_URL": database_url} if database_url else {}
+    create_tenant(data_dir, "acme", env=store)
+    key = create_key(data_dir, tenant="acme", role="developer", env=store)
+    with running_server(tmp_path, {**SERVE_ENV, **store}, data_dir=data_dir) as srv, \
+            srv.client() as c:
         assert_refused(c.get("/whoami"))
         assert_refused(c.get("/functions"))
         assert_refused(c.get("/whoami", headers=bearer(other_key(key))))
@@ -149,7 +152,7 @@ def test_a_cli_key_on_a_real_server_and_its_revocation_on_the_store(
         assert c.get("/functions", headers=bearer(key)).status_code == 200
         assert c.get("/keys", headers=bearer(key)).status_code == 403  # not an admin
 
-        revoked = faas_admin(data_dir, "revoke-key", key_id(key))
+        revoked = faas_admin(data_dir, "revoke-key", key_id(key), env=store)
         assert revoked.returncode == 0, revoked.stderr
         assert json.loads(revoked.stdout)["revoked_at"]
         took = wait_until(lambda: c.get("/whoami", headers=bearer(key)).status_code == 401,
