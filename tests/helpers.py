@@ -122,6 +122,32 @@ def _running_server(tmp_path: Path, env: Mapping[str, str]) -> Iterator[Server]:
         server.stop()
 
 
+def faas_admin(data_dir: Path, *argv: str, env: Mapping[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """``faas admin ARGV`` on the store in ``data_dir`` (a subprocess, as an operator runs it)."""
+    full = {**os.environ, **(env or {}), "FAAS_DATA_DIR": str(data_dir)}
+    return subprocess.run([sys.executable, "-m", "faas.cli", "admin", *argv], env=full,
+                          capture_output=True, text=True, timeout=60)
+
+
+def create_tenant(data_dir: Path, name: str, env: Mapping[str, str] | None = None) -> None:
+    done = faas_admin(data_dir, "create-tenant", name, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def create_key(data_dir: Path, tenant: str = "default", role: str = "admin",
+               env: Mapping[str, str] | None = None) -> str:
+    """A new key made by ``faas admin create-key --out`` (never on a command line)."""
+    out = Path(tempfile.mkdtemp(prefix="faas-test-key-")) / "key"
+    try:
+        done = faas_admin(data_dir, "create-key", "--tenant", tenant, "--role", role,
+                          "--out", str(out), env=env)
+        assert done.returncode == 0, done.stderr
+        return out.read_text().strip()
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class ProcInfo:
     """One host process, as the leak checks see it."""
@@ -317,13 +343,15 @@ def assert_no_host_details(text: str) -> None:
     assert not found, f"host details {found} in: {text[:2000]}"
 
 
-def assert_still_serving(server: Server, settle_s: float = 5.0) -> None:
-    """After an attack: the process lives, /healthz answers, a normal call works, no leaks."""
+def assert_still_serving(server: Server, settle_s: float = 5.0, key: str | None = None) -> None:
+    """After an attack: the process lives, /healthz answers, a normal call (with ``key``, if
+    the server requires one) works, no leaks."""
     assert server.proc.poll() is None, f"server died ({server.proc.returncode}):\n" + (
         server.log()[-4000:])
     with server.client(timeout=10) as c:
         assert c.get("/healthz").status_code == 200
-        r = c.post("/functions/after-attack/invoke", json={"command": ["echo", "ok"]})
+        r = c.post("/functions/after-attack/invoke", json={"command": ["echo", "ok"]},
+                   headers={"Authorization": f"Bearer {key}"} if key else None)
     assert r.status_code == 200, r.text[:2000]
     assert r.json()["stdout"] == "ok\n", r.text[:2000]
     assert_no_leaks(settle_s)

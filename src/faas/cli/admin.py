@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from faas.config import Settings
+from faas.errors import ValidationError
 from faas.store import Store, open_store
 from faas.tenancy import admin
 
@@ -48,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     key = commands.add_parser("create-key", help="create an API key (printed once)")
     key.add_argument("--tenant", required=True)
-    key.add_argument("--role", required=True, choices=["invoker", "developer", "admin"])
+    # No argparse choices: a bad role is one line on stderr (faas.tenancy.admin checks it).
+    key.add_argument("--role", required=True, help="invoker, developer or admin")
     key.add_argument("--name", default="", help="a label for lists and the audit log")
     key.add_argument("--expires-in", type=float, metavar="SECONDS")
     key.add_argument("--out", help="write the key to this new file (mode 0600), not stdout")
@@ -123,18 +125,30 @@ async def _set_quotas(store: Store, args: argparse.Namespace) -> int:
 
 
 async def _create_key(store: Store, args: argparse.Namespace) -> int:
-    issued = await admin.create_key(store.tenants, args.tenant, args.role, args.name,
-                                    args.expires_in)
-    if args.out:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(issued.key + "\n")
-        print(f"key {issued.info.id} ({issued.info.role} of {issued.info.tenant}) written to "
-              f"{args.out}", file=sys.stderr)
-    else:
+    if not args.out:
+        issued = await admin.create_key(store.tenants, args.tenant, args.role, args.name,
+                                        args.expires_in)
         print(issued.key)
         print(f"key {issued.info.id} ({issued.info.role} of {issued.info.tenant}): keep it, "
               "it is not shown again", file=sys.stderr)
+        return 0
+    # The file first: a key made and then not written anywhere would be a live key
+    # nobody holds (and the command would fail with a traceback).
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ValidationError(f"cannot create --out {args.out}: {exc.strerror} (it must be a "
+                              "new file)") from None
+    with os.fdopen(fd, "w") as handle:
+        try:
+            issued = await admin.create_key(store.tenants, args.tenant, args.role, args.name,
+                                            args.expires_in)
+        except BaseException:
+            os.unlink(args.out)  # noqa: PTH108 - the path os.open made, in a CLI
+            raise
+        handle.write(issued.key + "\n")
+    print(f"key {issued.info.id} ({issued.info.role} of {issued.info.tenant}) written to "
+          f"{args.out}", file=sys.stderr)
     return 0
 
 

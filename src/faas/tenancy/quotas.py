@@ -64,9 +64,19 @@ def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         if name not in _LIMITS:
             raise ValueError(f"unknown quota {str(name)[:64]!r}; known: {', '.join(_LIMITS)}")
         kind, low = _LIMITS[name]
+        # 5.0 is an integer in JSON (and JSON Schema): what many JSON encoders write for 5.
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                kind is int and not isinstance(value, int)) or not low <= value <= 1e15:
+                kind is int and not (isinstance(value, int) or value.is_integer())) or \
+                not low <= value <= 1e15:
             raise ValueError(f"quota {name} must be a{'n integer' if kind is int else ' number'}"
                              f" >= {low:g}")
         checked[name] = kind(value)
     return checked
+
+
+def overrides_schema() -> dict[str, Any]:
+    """The JSON schema of a tenant's overrides (``{"max_concurrency": 4, ...}``), for the
+    API document: the names and lower bounds ``check_overrides`` enforces."""
+    return {"type": "object", "additionalProperties": False, "properties": {
+        name: {"type": "integer" if kind is int else "number", "minimum": low, "maximum": 1e15}
+        for name, (kind, low) in _LIMITS.items()}}

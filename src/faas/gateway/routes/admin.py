@@ -38,13 +38,32 @@ from faas.invocations.views import iso
 from faas.store.tenant_records import MAX_AUDIT_PAGE
 from faas.tenancy import admin
 from faas.tenancy.principal import TENANT_PATTERN
-from faas.tenancy.quotas import Quotas
+from faas.tenancy.quotas import Quotas, overrides_schema
 
 #: The largest admin request body (a tenant with its quotas, a key request).
 MAX_ADMIN_BODY = 16 * 1024
 
 TenantName = Annotated[str, Path(pattern=f"^{TENANT_PATTERN.pattern}$", max_length=32)]
 KeyId = Annotated[str, Path(pattern="^[0-9a-f]{12}$")]
+
+
+def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A route's documented JSON body (the routes read it themselves, within
+    ``MAX_ADMIN_BODY``; without this the document would show no body at all)."""
+    return {"requestBody": {"required": bool(required), "content": {"application/json": {
+        "schema": {"type": "object", "properties": properties, "required": required}}}}}
+
+
+_TENANT = {"type": "string", "pattern": f"^{TENANT_PATTERN.pattern}$", "maxLength": 32}
+TENANT_BODY = _body({"name": _TENANT, "quotas": overrides_schema()}, ["name"])
+QUOTAS_BODY = _body({"quotas": overrides_schema()}, [])
+KEY_BODY = _body({
+    "tenant": {**_TENANT, "description": "default: the caller's"},
+    "role": {"type": "string", "enum": ["invoker", "developer", "admin"]},
+    "name": {"type": "string", "maxLength": admin.MAX_KEY_NAME,
+             "description": "printable characters only"},
+    "expires_in_s": {"type": "number", "exclusiveMinimum": 0,
+                     "maximum": admin.MAX_KEY_LIFETIME_S}}, ["role"])
 
 
 def _error(why: str) -> dict[str, Any]:
@@ -164,6 +183,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
     api.add_api_route("/whoami", whoami, methods=["GET"], tags=tags, response_model=WhoAmI,
                       summary="The caller: its tenant, role and key id")
     api.add_api_route("/tenants", create_tenant, methods=["POST"], tags=tags,
+                      openapi_extra=TENANT_BODY,
                       status_code=201, response_model=TenantAnswer, summary="Create a tenant",
                       responses={**_COMMON, 409: _error("the name is taken")})
     api.add_api_route("/tenants", list_tenants, methods=["GET"], tags=tags,
@@ -172,9 +192,11 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                       response_model=TenantDetail, responses=found,
                       summary="A tenant with its quota overrides and effective quotas")
     api.add_api_route("/tenants/{name}/quotas", put_quotas, methods=["PUT"], tags=tags,
+                      openapi_extra=QUOTAS_BODY,
                       response_model=TenantAnswer, responses=found,
                       summary="Replace a tenant's quota overrides ({\"quotas\": {...}})")
     api.add_api_route("/keys", create_key, methods=["POST"], tags=tags, status_code=201,
+                      openapi_extra=KEY_BODY,
                       response_model=IssuedKeyAnswer, responses=found,
                       summary="Create an API key (the answer holds the key, once)")
     api.add_api_route("/keys", list_keys, methods=["GET"], tags=tags, response_model=KeyList,
