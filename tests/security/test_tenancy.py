@@ -164,6 +164,7 @@ async def test_each_route_refuses_the_roles_below_its_own_and_admits_its_own(
     for (method, path), needed in EXPECTED.items():
         if needed is None:
             continue
+        await deploy(world, "acme", "f")  # what an invoker may call (a DELETE removes it)
         for role in Role:
             r = await send(world, method, path, world.auth("acme", role))
             if role < needed:
@@ -218,9 +219,10 @@ async def test_another_tenants_function_behaves_exactly_like_an_unknown_one(
 
 async def call(world: World, tenant: str, role: Role, name: str = "job",
                async_: bool = False) -> str:
+    """A call of the tenant's deployed ``job`` (deployed here if it is not yet)."""
+    await deploy(world, tenant, name)
     headers = {**world.auth(tenant, role), **({"prefer": "respond-async"} if async_ else {})}
-    r = await world.client.post(f"/functions/{name}/invoke", json={"command": ["x"]},
-                                headers=headers)
+    r = await world.client.post(f"/functions/{name}/invoke", json={}, headers=headers)
     assert r.status_code in (200, 202), r.text
     return str(r.headers.get("x-invocation-id") or r.json()["invocation_id"])
 
@@ -254,7 +256,7 @@ async def test_an_invoker_sees_only_the_calls_its_own_key_made(world: World) -> 
     other_invoker = await make_key(world.tenants, "acme", INVOKER)
     first = await call(world, "acme", INVOKER)
     second_r = await world.client.post(
-        "/functions/job/invoke", json={"command": ["x"]},
+        "/functions/job/invoke", json={},
         headers={"authorization": f"Bearer {other_invoker}"})
     second = second_r.headers["x-invocation-id"]
     developer = world.auth("acme", DEVELOPER)
@@ -276,13 +278,32 @@ async def test_an_invoker_sees_only_the_calls_its_own_key_made(world: World) -> 
 async def test_idempotency_keys_do_not_cross_tenants(world: World) -> None:
     ids = []
     for tenant in ("acme", "rival"):
+        await deploy(world, tenant, "job")
         r = await world.client.post(
-            "/functions/job/invoke", json={"command": ["x"]},
+            "/functions/job/invoke", json={},
             headers={**world.auth(tenant, INVOKER), "prefer": "respond-async",
                      "idempotency-key": "same-key"})
         assert r.status_code == 202, r.text
         ids.append(r.json()["invocation_id"])
     assert ids[0] != ids[1]
+
+
+async def test_an_invoker_calls_deployed_functions_but_runs_no_command_of_its_own(
+        world: World) -> None:
+    await deploy(world, "acme", "known")
+    invoker = world.auth("acme", INVOKER)
+    r = await world.client.post("/functions/known/invoke", json={}, headers=invoker)
+    assert r.status_code == 200 and r.json()["stdout"] == ""
+    for name in ("known-not", "known"):
+        body = {"command": ["sh", "-c", "id"]} if name != "known" else {"command": ["id"]}
+        r = await world.client.post(f"/functions/{name}/invoke", json=body, headers=invoker)
+        assert r.status_code in (400, 403), r.text
+    r = await world.client.post("/functions/anything/invoke", json={"command": ["id"]},
+                                headers=invoker)
+    assert r.status_code == 403 and "developer" in r.json()["error"]
+    r = await world.client.post("/functions/anything/invoke", json={"command": ["id"]},
+                                headers=world.auth("acme", DEVELOPER))
+    assert r.status_code == 200
 
 
 async def test_the_same_function_name_in_two_tenants_is_two_functions(world: World) -> None:

@@ -42,6 +42,7 @@ from starlette.responses import Response
 
 from faas.errors import (
     FaasError,
+    Forbidden,
     InvocationTimeout,
     NotFound,
     ValidationError,
@@ -65,7 +66,7 @@ from faas.gateway.schemas import Accepted, ErrorBody, InvokeResult, TimedOut
 from faas.logs import request_id_var
 from faas.models import InvokeRequest
 from faas.store.records import MAX_VERSION
-from faas.tenancy.principal import qualify
+from faas.tenancy.principal import Role, qualify
 
 log = logging.getLogger("faas.gateway")
 
@@ -174,6 +175,11 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             deployed = await find_deployed(gateway, function_id, pinned_version(request))
             if deployed is None and not settings.allow_adhoc:
                 raise NotFound("function not deployed")
+            if deployed is None and not caller.may(Role.DEVELOPER):
+                # An invoker calls what its tenant deployed; running code of its own choosing
+                # is a developer's (Lambda's Invoke vs CreateFunction).
+                raise Forbidden("an ad hoc command needs the developer role; this key may call "
+                                "the tenant's deployed functions")
             is_async = wants_async(request)
             options = await async_options(request, is_async, settings)
             loop = asyncio.get_running_loop()
