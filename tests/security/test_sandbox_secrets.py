@@ -1,0 +1,89 @@
+"""A call's secrets in the namespace sandbox: files at /run/secrets, nowhere else.
+
+bubblewrap copies each value from a memfd into a 0400 file of the command's
+uid on a read-only tmpfs (``SandboxPolicy.call_argv``); these tests read it
+back from inside and scan the host's processes while a call holds a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from faas.errors import SandboxError
+from faas.executors.sandbox import SandboxExecutor
+from faas.models import ExecutionSpec, InvocationResult
+from faas.secrets.values import Secret
+from helpers import UID_BASE, assert_nothing_left_by, descendants
+from secrets_support import INSIDE, SECRETS, check_inside, host_processes_holding
+
+pytestmark = pytest.mark.sandbox
+
+#: A uid base of these tests' own, inside the leak checks' range.
+SECRETS_UID_BASE = UID_BASE + 2048 + 64
+
+
+@pytest.fixture
+async def executor(bwrap_available: None) -> AsyncIterator[SandboxExecutor]:
+    made = SandboxExecutor(uid_base=SECRETS_UID_BASE, max_sandboxes=4)
+    yield made
+    await made.aclose()
+
+
+async def run(executor: SandboxExecutor, command: list[str],
+              secrets: tuple[Secret, ...] = SECRETS) -> InvocationResult:
+    loop = asyncio.get_running_loop()
+    spec = ExecutionSpec(request_id="secrets", function_id="secrets", command=tuple(command),
+                         env={}, payload=b"", deadline=loop.time() + 20, secrets=secrets)
+    result = await executor.run(spec)
+    assert_nothing_left_by(os.getpid(), ignore=_servers())
+    return result
+
+
+def _servers() -> list[int]:
+    return [info.pid for info in descendants(os.getpid()) if "faas.cli serve" in info.cmdline]
+
+
+async def test_secrets_are_read_only_files_of_the_commands_uid_on_a_tmpfs(
+        executor: SandboxExecutor) -> None:
+    check_inside(await run(executor, ["sh", "-c", INSIDE]))
+
+
+async def test_a_call_without_secrets_mounts_nothing_at_run_secrets(
+        executor: SandboxExecutor) -> None:
+    result = await run(executor, ["sh", "-c", "test -e /run/secrets && echo there; "
+                                  "grep -c secrets /proc/self/mounts"], secrets=())
+    assert result.stdout == b"0\n", result
+    assert "/run/secrets" not in executor.policy.call_argv(None)
+
+
+async def test_no_host_process_shows_a_secret_while_the_call_runs(
+        executor: SandboxExecutor) -> None:
+    marker = "sleep 7.4321"
+    call = asyncio.create_task(run(executor, ["sh", "-c", f"cat /run/secrets/db; exec {marker}"]))
+    until = time.monotonic() + 15
+    while not any(marker in p.cmdline for p in descendants(os.getpid())):
+        assert time.monotonic() < until and not call.done(), "the call never started"
+        await asyncio.sleep(0.05)
+    try:
+        for secret in SECRETS:
+            assert host_processes_holding(secret.value) == []
+    finally:
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+    assert_nothing_left_by(os.getpid(), ignore=_servers())
+
+
+async def test_a_root_tree_without_a_secrets_folder_is_a_clear_error(
+        bwrap_available: None, tmp_path: Path) -> None:
+    executor = SandboxExecutor(uid_base=SECRETS_UID_BASE, max_sandboxes=4, rootfs=tmp_path)
+    try:
+        with pytest.raises(SandboxError, match="configured root tree has no /run/secrets"):
+            await run(executor, ["true"])
+    finally:
+        await executor.aclose()
