@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,11 +81,36 @@ async def test_no_host_process_shows_a_secret_while_the_call_runs(
     assert_nothing_left_by(os.getpid(), ignore=_servers())
 
 
-async def test_a_root_tree_without_a_secrets_folder_is_a_clear_error(
-        bwrap_available: None, tmp_path: Path) -> None:
-    executor = SandboxExecutor(uid_base=SECRETS_UID_BASE, max_sandboxes=4, rootfs=tmp_path)
+@pytest.fixture
+def tree_folder() -> Iterator[Path]:
+    """A folder the sandbox uids can reach (pytest's own are 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="secrets-tree-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+async def test_a_root_tree_gets_its_secrets_under_an_empty_run_and_needs_run(
+        bwrap_available: None, tree_folder: Path) -> None:
+    """A configured tree (the guest rootfs: mmdebstrap empties its /run) gets a small
+    read-only tmpfs on /run holding the mount point; a tree without /run is refused."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("a tiny root tree needs a static busybox")
+    tree = tree_folder / "tree"
+    for name in ("usr/local/bin", "run", "proc", "dev", "tmp"):
+        (tree / name).mkdir(parents=True)
+    shutil.copy(busybox, tree / "usr/local/bin/busybox")
+    for applet in ("sh", "cat", "echo", "id", "stat", "awk", "env", "grep", "chmod", "touch",
+                   "true"):
+        (tree / "usr/local/bin" / applet).symlink_to("busybox")
+    executor = SandboxExecutor(uid_base=SECRETS_UID_BASE, max_sandboxes=4, rootfs=tree)
     try:
-        with pytest.raises(SandboxError, match="configured root tree has no /run/secrets"):
+        check_inside(await run(executor, ["sh", "-c", INSIDE]))
+        result = await run(executor, ["sh", "-c", "touch /run/x"])
+        assert b"Read-only file system" in result.stderr, result
+        (tree / "run").rmdir()
+        with pytest.raises(SandboxError, match="configured root tree has no /run folder"):
             await run(executor, ["true"])
     finally:
         await executor.aclose()

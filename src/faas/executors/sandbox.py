@@ -181,17 +181,14 @@ class SandboxExecutor:
                     # bubblewrap cannot make the mount point in a read-only root.
                     raise SandboxError("the sandbox's configured root tree has no /function "
                                        "folder to show the function's code at")
-                if (spec.secrets and self._rootfs is not None
-                        and not (self._rootfs / SECRETS_DIR.lstrip("/")).is_dir()):
-                    raise SandboxError(f"the sandbox's configured root tree has no "
-                                       f"{SECRETS_DIR} folder to show the call's secrets at")
+                run_tmpfs = bool(spec.secrets) and self._needs_run_tmpfs()
                 function_fd = _open_bundle(spec)
                 if function_fd is not None:
                     fds.append(function_fd)
                 secret_files = secret_fds(spec.secrets, fds)
                 argv = [*self._launcher(spec, host_uid), *self.argv_for(limits.tmp_bytes),
                         *self.policy.call_argv(function_fd, tuple(secret_files),
-                                               secrets_bytes(spec.secrets)),
+                                               secrets_bytes(spec.secrets), run_tmpfs),
                         "--args", str(env_fd), "--seccomp", str(seccomp_r),
                         "--info-fd", str(info_w), "--block-fd", str(block_r),
                         "--", *spec.command]
@@ -271,6 +268,16 @@ class SandboxExecutor:
             return init
         finally:
             os.close(block_w)
+
+    def _needs_run_tmpfs(self) -> bool:
+        """Whether a configured root tree needs a tmpfs on its ``/run`` to hold the
+        ``/run/secrets`` mount point (the read-only tree cannot get a new folder)."""
+        if self._rootfs is None or (self._rootfs / SECRETS_DIR.lstrip("/")).is_dir():
+            return False
+        if not (self._rootfs / "run").is_dir():
+            raise SandboxError(f"the sandbox's configured root tree has no /run folder to "
+                               f"show the call's secrets at {SECRETS_DIR}")
+        return True
 
     def _launcher(self, spec: ExecutionSpec, host_uid: int) -> list[str]:
         """What runs before bubblewrap: sets the rlimits (and the uid, for the helper)."""
