@@ -95,3 +95,19 @@ async def test_the_folder_is_gone_after_a_timeout_and_a_failed_start(
     missing = await executor.run(with_secrets(make_spec(["/no/such/command"])))
     assert missing.exit_code == 127, missing
     assert our_folders(executor) == []
+
+
+async def test_the_folders_of_a_dead_server_are_swept_at_start_and_a_live_ones_kept(
+        executor: DockerExecutor) -> None:
+    root = executor.secret_folders.root
+    root.mkdir(0o700, exist_ok=True)
+    dead, live = root / "999999999x1-5ecre7", root / f"{instance.instance_id()}-5ecre7"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "db").write_bytes(b"left behind")
+    try:
+        await executor.sweep_dead_instances()
+        assert not dead.exists() and live.exists()
+    finally:
+        executor.secret_folders.remove(dead)
+        executor.secret_folders.remove(live)

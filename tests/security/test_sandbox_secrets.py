@@ -8,6 +8,7 @@ back from inside and scan the host's processes while a call holds a secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -42,9 +43,24 @@ async def run(executor: SandboxExecutor, command: list[str],
     loop = asyncio.get_running_loop()
     spec = ExecutionSpec(request_id="secrets", function_id="secrets", command=tuple(command),
                          env={}, payload=b"", deadline=loop.time() + 20, secrets=secrets)
-    result = await executor.run(spec)
-    assert_nothing_left_by(os.getpid(), ignore=_servers())
-    return result
+    try:
+        return await executor.run(spec)
+    finally:
+        assert_nothing_left_by(os.getpid(), ignore=_servers())
+        assert open_secret_memfds() == [], "a secret's memfd was left open"
+
+
+def open_secret_memfds() -> list[str]:
+    """This process's open memfds that held a secret (``secret_fds`` names them)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith("/memfd:faas-secret"):
+            found.append(f"{fd.name} -> {target}")
+    return found
 
 
 def _servers() -> list[int]:
@@ -90,6 +106,13 @@ def tree_folder() -> Iterator[Path]:
     shutil.rmtree(folder)
 
 
+async def test_no_secret_memfd_stays_open_when_the_launcher_cannot_start(
+        executor: SandboxExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor, "_spawn_helper", Path("/nonexistent/faas-spawn"))
+    with pytest.raises(SandboxError, match="cannot start bubblewrap"):
+        await run(executor, ["true"])
+
+
 async def test_a_root_tree_gets_its_secrets_under_an_empty_run_and_needs_run(
         bwrap_available: None, tree_folder: Path) -> None:
     """A configured tree (the guest rootfs: mmdebstrap empties its /run) gets a small
@@ -109,6 +132,12 @@ async def test_a_root_tree_gets_its_secrets_under_an_empty_run_and_needs_run(
         check_inside(await run(executor, ["sh", "-c", INSIDE]))
         result = await run(executor, ["sh", "-c", "touch /run/x"])
         assert b"Read-only file system" in result.stderr, result
+        # bubblewrap fails after the memfds exist (run() checks they are closed): before
+        # or after it reported the sandbox's pid 1, so an error or a failed result.
+        (tree / "tmp").rmdir()
+        with contextlib.suppress(SandboxError):
+            failed = await run(executor, ["true"])
+            assert failed.exit_code == 1 and b"Can't mkdir /tmp" in failed.stderr, failed
         (tree / "run").rmdir()
         with pytest.raises(SandboxError, match="configured root tree has no /run folder"):
             await run(executor, ["true"])
