@@ -21,6 +21,7 @@ import pytest
 from faas.errors import SandboxError
 from faas.executors.sandbox import SandboxExecutor
 from faas.models import ExecutionSpec, InvocationResult
+from faas.secrets.names import MAX_SECRET_BYTES, MAX_SECRETS_PER_FUNCTION
 from faas.secrets.values import Secret
 from helpers import UID_BASE, assert_nothing_left_by, descendants
 from secrets_support import INSIDE, SECRETS, check_inside, host_processes_holding
@@ -70,6 +71,17 @@ def _servers() -> list[int]:
 async def test_secrets_are_read_only_files_of_the_commands_uid_on_a_tmpfs(
         executor: SandboxExecutor) -> None:
     check_inside(await run(executor, ["sh", "-c", INSIDE]))
+
+
+async def test_the_most_and_largest_secrets_a_call_may_carry_all_fit(
+        executor: SandboxExecutor) -> None:
+    full = tuple(Secret(f"s{i:02}", bytes([i]) * MAX_SECRET_BYTES)
+                 for i in range(MAX_SECRETS_PER_FUNCTION))
+    result = await run(executor, ["sh", "-c", "cd /run/secrets && cksum *"], secrets=full)
+    assert result.exit_code == 0, result
+    assert len(result.stdout.splitlines()) == MAX_SECRETS_PER_FUNCTION, result
+    assert all(line.split()[1] == str(MAX_SECRET_BYTES).encode()
+               for line in result.stdout.splitlines()), result
 
 
 async def test_a_call_without_secrets_mounts_nothing_at_run_secrets(
