@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema, field_validator
 
+from faas.secrets.values import Secret, check_secrets
+
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 #: Bounds on what a request may hand the sandbox's exec (documented in the
@@ -188,6 +190,15 @@ class ExecutionSpec:
     #: The deployed function's code: a host folder (the unpacked bundle, see
     #: ``faas.bundles``) every tier shows read-only at ``/function``; None: no code.
     bundle: FunctionBundle | None = None
+    #: The call's secrets, each shown as ``/run/secrets/<name>`` (a read-only
+    #: file on a tmpfs, readable by the command's user only; never in the
+    #: environment or on a command line). ``Secret``'s repr hides the value, so
+    #: this spec's repr does too. Checked here (``check_secrets``).
+    secrets: tuple[Secret, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.secrets:
+            object.__setattr__(self, "secrets", check_secrets(self.secrets))
 
 
 @dataclass(frozen=True, slots=True)

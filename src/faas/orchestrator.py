@@ -35,6 +35,7 @@ from faas.executors.base import Executor, PoolStats
 from faas.logs import clip
 from faas.metrics import UNKNOWN, Metrics
 from faas.models import ExecutionSpec, FunctionBundle, InvocationResult, InvokeRequest, Limits
+from faas.secrets.values import Secret, check_secrets
 
 log = logging.getLogger("faas.orchestrator")
 MiB = 1024 * 1024
@@ -133,7 +134,10 @@ class Orchestrator:
         return executor
 
     def build_spec(self, function_id: str, request: InvokeRequest, request_id: str,
-                   deadline: float, bundle: FunctionBundle | None = None) -> ExecutionSpec:
+                   deadline: float, bundle: FunctionBundle | None = None,
+                   secrets: tuple[Secret, ...] = ()) -> ExecutionSpec:
+        """The executor's view of one call; ``secrets``: the values the call's function
+        may read at ``/run/secrets/<name>`` (checked here: ``ValidationError``)."""
         s = self.settings
         memory_mb = request.memory_mb or s.default_memory_mb
         if memory_mb > s.max_memory_mb:
@@ -154,7 +158,7 @@ class Orchestrator:
         return ExecutionSpec(
             request_id=request_id, function_id=function_id, command=tuple(request.command),
             env=request.env(), payload=request.payload, deadline=deadline, limits=limits,
-            image=request.image, bundle=bundle,
+            image=request.image, bundle=bundle, secrets=check_secrets(secrets),
         )
 
     def check(self, function_id: str, request: InvokeRequest) -> None:
@@ -175,11 +179,13 @@ class Orchestrator:
 
     async def invoke(self, function_id: str, request: InvokeRequest, request_id: str,
                      bundle: FunctionBundle | None = None,
-                     gate: Admission | None = None) -> InvocationResult:
+                     gate: Admission | None = None,
+                     secrets: tuple[Secret, ...] = ()) -> InvocationResult:
         """Run one invocation; raise ``FaasError`` subclasses (``InvocationTimeout``...).
 
         ``bundle``: the deployed function's code; ``gate``: its own concurrency
-        cap, waited for (within the deadline) before the server-wide one.
+        cap, waited for (within the deadline) before the server-wide one;
+        ``secrets``: shown to the command as files under ``/run/secrets``.
         """
         executor_name = self.executor_label(request.executor)
         outcome = "platform_error"
@@ -190,7 +196,7 @@ class Orchestrator:
             executor = self.pick_executor(request.executor)
             timeout_s = self.timeout_for(request)
             deadline = asyncio.get_running_loop().time() + timeout_s
-            spec = self.build_spec(function_id, request, request_id, deadline, bundle)
+            spec = self.build_spec(function_id, request, request_id, deadline, bundle, secrets)
             async with contextlib.AsyncExitStack() as admitted:
                 if gate is not None:
                     await admitted.enter_async_context(gate.slot(deadline))

@@ -37,6 +37,17 @@ REQUEST of up to ``MAX_REQUEST_FRAME`` (the host is trusted); the host reads
 a REPLY only up to twice the output limit plus a MiB, so a guest cannot send
 it giant frames.
 
+SECRETS (agent version 4, feature ``"secrets"``): a REQUEST may carry the
+call's secrets, their names in the header (``secrets``: a list) and their
+values as the last blobs, one each, in the same order. The agent writes them
+as 0400 files of the commands' user into a size-capped tmpfs at
+``/run/secrets`` (0500), remounts it read-only and only then runs the
+command. They travel per request, never at boot, so pooled and restored VMs
+get them like any other; never on the kernel command line or in the
+environment. A host sends them only to an agent whose HELLO listed the
+feature (an old agent would reject the extra blobs); without the feature, a
+call with secrets fails. ``AgentRequest``'s repr hides their values.
+
 A reader rejects a bad magic or version, a length over its limit, a header
 that is not a JSON object, and blob lengths that do not add up, with
 ``AgentProtocolError``; a stream that ends mid-frame raises it too.
@@ -52,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faas.errors import AgentProtocolError
+from faas.secrets.names import MAX_SECRET_BYTES, MAX_SECRETS_PER_FUNCTION, check_secret_name
 
 MAGIC = b"FAAS"
 PROTOCOL_VERSION = 1
@@ -169,15 +181,21 @@ class AgentRequest:
     output_limit: int = 1024 * 1024
     #: The function's code for /function: (sha256, uncompressed tar), or None.
     bundle: tuple[str, bytes] | None = None
+    #: The call's secrets for /run/secrets: (name, value) pairs (feature "secrets").
+    secrets: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
 
     def encode(self) -> bytes:
         header: dict[str, Any] = {"command": self.command, "env": self.env,
                                   "timeout_s": self.timeout_s,
                                   "output_limit": self.output_limit}
-        if self.bundle is None:
-            return encode_frame(Kind.REQUEST, header, [self.stdin])
-        header["bundle"] = self.bundle[0]
-        return encode_frame(Kind.REQUEST, header, [self.stdin, self.bundle[1]])
+        blobs = [self.stdin]
+        if self.bundle is not None:
+            header["bundle"] = self.bundle[0]
+            blobs.append(self.bundle[1])
+        if self.secrets:
+            header["secrets"] = [name for name, _ in self.secrets]
+            blobs += [value for _, value in self.secrets]
+        return encode_frame(Kind.REQUEST, header, blobs)
 
     @classmethod
     def from_frame(cls, frame: Frame) -> AgentRequest:
@@ -198,13 +216,32 @@ class AgentRequest:
         sha256 = h.get("bundle")
         if sha256 is not None and not isinstance(sha256, str):
             raise AgentProtocolError("request bundle must be a string (its sha256)")
-        if len(frame.blobs) != (1 if sha256 is None else 2):
-            raise AgentProtocolError("request must carry one blob (stdin), and the bundle's "
-                                     "tar as a second if it names one")
+        names = _secret_names(h.get("secrets", []))
+        first_secret = 1 if sha256 is None else 2
+        if len(frame.blobs) != first_secret + len(names):
+            raise AgentProtocolError("request must carry one blob (stdin), the bundle's tar "
+                                     "next if it names one, then one per secret it names")
         bundle = None if sha256 is None else (sha256, frame.blobs[1])
         if bundle is not None and len(bundle[1]) > MAX_BUNDLE_TAR:
             raise AgentProtocolError(f"request bundle exceeds {MAX_BUNDLE_TAR} bytes")
-        return cls(command, env, frame.blobs[0], float(timeout_s), limit, bundle)
+        secrets = tuple(zip(names, frame.blobs[first_secret:], strict=True))
+        if any(len(value) > MAX_SECRET_BYTES for _, value in secrets):
+            raise AgentProtocolError(f"a request secret exceeds {MAX_SECRET_BYTES} bytes")
+        return cls(command, env, frame.blobs[0], float(timeout_s), limit, bundle, secrets)
+
+
+def _secret_names(names: Any) -> list[str]:
+    """The request's secret names, each a safe file name and given once."""
+    if not isinstance(names, list) or len(names) > MAX_SECRETS_PER_FUNCTION:
+        raise AgentProtocolError(f"request secrets must be a list of at most "
+                                 f"{MAX_SECRETS_PER_FUNCTION} names")
+    try:
+        checked = [check_secret_name(name) for name in names]
+    except ValueError as exc:
+        raise AgentProtocolError(f"request secrets: {exc}") from None
+    if len(set(checked)) != len(checked):
+        raise AgentProtocolError("request secrets name one secret twice")
+    return checked
 
 
 def encode_ping(entropy: bytes, now: float, *, warmup: bool = False) -> bytes:

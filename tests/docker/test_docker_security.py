@@ -341,8 +341,8 @@ async def test_oom_report_names_the_limit_in_force_not_the_request(
     the report must name what fired (read from the container), not the request."""
     create_body = executor._create_body
 
-    def bigger(spec: Any, image: str) -> dict[str, Any]:
-        body = create_body(spec, image)
+    def bigger(spec: Any, image: str, secrets: Any = None) -> dict[str, Any]:
+        body = create_body(spec, image, secrets)
         body["HostConfig"].update(Memory=96 * MiB, MemorySwap=96 * MiB)
         return body
 

@@ -137,7 +137,8 @@ async def test_agent_v2_ping_resumes_with_a_fresh_hello_then_serves() -> None:
     assert proc.stdin and proc.stdout
     hello = await read_frame(proc.stdout)
     assert hello is not None and hello.kind is Kind.HELLO
-    assert hello.header["agent"] == "3" and {"ping", "function"} <= set(hello.header["features"])
+    assert hello.header["agent"] == "4" and {"ping", "function", "secrets"} <= set(
+        hello.header["features"])
     proc.stdin.write(encode_ping(os.urandom(64), time.time(), warmup=True))
     again = await read_frame(proc.stdout)
     assert again is not None and again.kind is Kind.HELLO and again.header["resumed"] is True

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from faas.agent.execute import run_request
 from faas.agent.function import FunctionInstallError, install, warm_up
 from faas.agent.reseed import reseed, set_clock
+from faas.agent.secret_files import SecretsInstallError
+from faas.agent.secret_files import install as install_secrets
 from faas.errors import AgentProtocolError
 from faas.protocol import (
     MAX_REQUEST_FRAME,
@@ -30,8 +33,9 @@ from faas.protocol import (
 
 # 2: PING (snapshot-restore re-handshake), announced as a feature in HELLO.
 # 3: a REQUEST may carry the function's code for /function (feature "function").
-AGENT_VERSION = "3"
-FEATURES = ["ping", "function"]
+# 4: a REQUEST may carry the call's secrets for /run/secrets (feature "secrets").
+AGENT_VERSION = "4"
+FEATURES = ["ping", "function", "secrets"]
 log = logging.getLogger("faas.agent")
 
 
@@ -76,13 +80,15 @@ async def serve_stream(
                 writer.write(encode_frame(Kind.ERROR, {"error": str(exc)}))
                 await writer.drain()
                 break
-            if request.bundle is not None:
-                try:
+            try:
+                if request.bundle is not None:
                     await asyncio.to_thread(install, request.bundle[1])
-                except FunctionInstallError as exc:
-                    reply = AgentReply(error=str(exc))
-                else:
-                    reply = await run_request(request, user=user, group=group, cwd=cwd)
+                if request.secrets:
+                    # Files of the commands' user (the agent's own when it has none).
+                    owner = run_as if run_as is not None else (os.getuid(), os.getgid())
+                    await asyncio.to_thread(install_secrets, request.secrets, *owner)
+            except (FunctionInstallError, SecretsInstallError) as exc:
+                reply = AgentReply(error=str(exc))
             else:
                 reply = await run_request(request, user=user, group=group, cwd=cwd)
             writer.write(reply.encode())

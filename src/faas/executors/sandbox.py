@@ -11,6 +11,10 @@ Each invocation gets a fresh sandbox:
   read-only ``/dev`` whose only writable part is a size-capped ``/dev/shm``;
 * a deployed function's code (``spec.bundle``) bound read-only at
   ``/function`` (``SandboxPolicy.call_argv``); without a bundle, no ``/function``;
+* the call's secrets (``spec.secrets``) as 0400 files of the command's uid in
+  a size-capped read-only tmpfs at ``/run/secrets`` (0500), copied by
+  bubblewrap from memfds (``--file FD``): never a host file, an argument or
+  a variable; without secrets, no mount;
 * the command runs as uid 1000 inside, mapped to a host uid of its own
   (``sandbox_uid_base + slot``) that owns nothing on the host, so per-user
   rlimits count this sandbox alone and no host file is readable through
@@ -59,6 +63,7 @@ from faas.executors.sandbox_start import (
     become_subreaper,
     env_args_fd,
     read_info,
+    secret_fds,
 )
 from faas.executors.spawn_helper import ensure_spawn_helper
 from faas.models import ExecutionSpec, InvocationResult
@@ -73,6 +78,8 @@ from faas.proc.outcome import (
     not_executable,
     not_found,
 )
+from faas.secrets.names import SECRETS_DIR
+from faas.secrets.values import secrets_bytes
 
 log = logging.getLogger("faas.executors.sandbox")
 _EXEC_FAILED = b"bwrap: execvp "
@@ -174,11 +181,14 @@ class SandboxExecutor:
                     # bubblewrap cannot make the mount point in a read-only root.
                     raise SandboxError("the sandbox's configured root tree has no /function "
                                        "folder to show the function's code at")
+                run_tmpfs = bool(spec.secrets) and self._needs_run_tmpfs()
                 function_fd = _open_bundle(spec)
                 if function_fd is not None:
                     fds.append(function_fd)
+                secret_files = secret_fds(spec.secrets, fds)
                 argv = [*self._launcher(spec, host_uid), *self.argv_for(limits.tmp_bytes),
-                        *self.policy.call_argv(function_fd),
+                        *self.policy.call_argv(function_fd, tuple(secret_files),
+                                               secrets_bytes(spec.secrets), run_tmpfs),
                         "--args", str(env_fd), "--seccomp", str(seccomp_r),
                         "--info-fd", str(info_w), "--block-fd", str(block_r),
                         "--", *spec.command]
@@ -189,13 +199,15 @@ class SandboxExecutor:
                     child = ChildProcess.spawn(argv, env=BASE_ENV, user=switch, group=switch,
                                                pass_fds=(seccomp_r, env_fd, info_w, block_r,
                                                          self.empty_fd,
-                                                         *_fds_of(function_fd)))
+                                                         *_fds_of(function_fd),
+                                                         *(fd for _, fd in secret_files)))
                 except OSError as exc:
                     raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
                 self._children.add(child)
                 if group is not None and self.policy.layers.cgroup_kill:
                     child.kill_hook = group.kill_all
-                for fd in (seccomp_r, env_fd, info_w, block_r, *_fds_of(function_fd)):
+                for fd in (seccomp_r, env_fd, info_w, block_r, *_fds_of(function_fd),
+                           *(fd for _, fd in secret_files)):
                     os.close(fd)
                     fds.remove(fd)
                 fds.remove(block_w)  # _release closes it
@@ -256,6 +268,16 @@ class SandboxExecutor:
             return init
         finally:
             os.close(block_w)
+
+    def _needs_run_tmpfs(self) -> bool:
+        """Whether a configured root tree needs a tmpfs on its ``/run`` to hold the
+        ``/run/secrets`` mount point (the read-only tree cannot get a new folder)."""
+        if self._rootfs is None or (self._rootfs / SECRETS_DIR.lstrip("/")).is_dir():
+            return False
+        if not (self._rootfs / "run").is_dir():
+            raise SandboxError(f"the sandbox's configured root tree has no /run folder to "
+                               f"show the call's secrets at {SECRETS_DIR}")
+        return True
 
     def _launcher(self, spec: ExecutionSpec, host_uid: int) -> list[str]:
         """What runs before bubblewrap: sets the rlimits (and the uid, for the helper)."""

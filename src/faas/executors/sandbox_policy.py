@@ -23,6 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from faas.models import Limits
+from faas.secrets.names import SECRETS_DIR
 
 MiB = 1024 * 1024
 #: Where a deployed function's code appears (read-only) inside the sandbox.
@@ -108,16 +109,32 @@ class SandboxPolicy:
         return argv
 
     @staticmethod
-    def call_argv(function_fd: int | None) -> list[str]:
+    def call_argv(function_fd: int | None,
+                  secrets: tuple[tuple[str, int], ...] = (), secrets_bytes: int = 0,
+                  run_tmpfs: bool = False) -> list[str]:
         """The per-call end of the command line (after ``bwrap_argv``).
 
         ``function_fd``: an ``O_PATH`` descriptor of the call's unpacked bundle
         (it must be passed to the child), bound read-only at ``/function``.
         The server opens it, so the sandbox's host uid needs no way to the
         folder (the data folder may stay 0700), only to read what is in it.
-        The root goes read-only only after the mount point is made.
+        ``secrets``: (name, fd to read its value from) per secret, each a
+        0400 file in a tmpfs of ``secrets_bytes`` at ``/run/secrets`` (0500),
+        made by bubblewrap as the sandbox's uid and then remounted read-only
+        (so the owner cannot chmod its way to writing); no secrets, no mount.
+        ``run_tmpfs``: a configured root tree has an empty ``/run`` but no
+        ``/run/secrets`` (mmdebstrap empties ``/run``): a small read-only
+        tmpfs on ``/run`` holds the mount point.
+        The root goes read-only only after the mount points are made.
         """
         argv = [] if function_fd is None else ["--ro-bind-fd", str(function_fd), FUNCTION_DIR]
+        if secrets and run_tmpfs:
+            argv += ["--size", "16384", "--perms", "0755", "--tmpfs", "/run"]
+        if secrets:
+            argv += ["--size", str(secrets_bytes), "--perms", "0500", "--tmpfs", SECRETS_DIR]
+            for name, fd in secrets:
+                argv += ["--perms", "0400", "--file", str(fd), f"{SECRETS_DIR}/{name}"]
+            argv += ["--remount-ro", SECRETS_DIR, *(["--remount-ro", "/run"] if run_tmpfs else [])]
         return [*argv, "--remount-ro", "/", "--chdir", "/tmp"]
 
     def rlimits(self, limits: Limits, *, cgroup_memory: bool) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from faas.errors import SandboxError
 from faas.proc.exitwatch import ExitWatch
+from faas.secrets.values import Secret
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -40,6 +41,25 @@ def env_args_fd(env: dict[str, str]) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def secret_fds(secrets: tuple[Secret, ...], fds: list[int]) -> list[tuple[str, int]]:
+    """(name, memfd holding its value) per secret, for bubblewrap's ``--file FD PATH``.
+
+    A value lives in anonymous memory only: never a host file, never an
+    argument. Each fd is appended to ``fds`` as soon as it exists, so the
+    caller closes every one on every path.
+    """
+    files = []
+    for secret in secrets:
+        fd = os.memfd_create("faas-secret", os.MFD_CLOEXEC)
+        fds.append(fd)
+        view = memoryview(secret.value)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        files.append((secret.name, fd))
+    return files
 
 
 class SandboxInit:

@@ -7,8 +7,8 @@ microVM ext4 image, ``docker import`` and the namespace sandbox.
 
 Inside the tree:
 
-* ``/opt/faas/faas/`` holds ``errors.py``, ``protocol.py``, ``agent/``, ``proc/`` (the process
-  core the agent runs commands with) and a bare package
+* ``/opt/faas/faas/`` holds ``errors.py``, ``protocol.py``, ``secrets/names.py``, ``agent/``,
+  ``proc/`` (the process core the agent runs commands with) and a bare package
   ``__init__``, precompiled to unchecked-hash ``.pyc`` so the read-only guest
   never compiles at start: ``PYTHONPATH=/opt/faas python3 -m faas.agent``;
 * ``/sbin/faas-init`` is the VM's PID 1 (see ``guest_init``);
@@ -16,8 +16,8 @@ Inside the tree:
   a customize hook): no tier's command can gain privileges through one.
 
 The agent imports only the standard library, ``faas.agent``, ``faas.proc``,
-``faas.protocol`` and ``faas.errors``; ``agent_sources`` checks that and
-refuses to build otherwise.
+``faas.protocol``, ``faas.errors`` and ``faas.secrets.names``; ``agent_sources``
+checks that and refuses to build otherwise.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ GUEST_AGENT_DIR = "/opt/faas"
 STRIP_SETID_HOOK = 'find "$1" -xdev -type f -perm /6000 -exec chmod ug-s {} +'
 _AGENT_ROOT_IMPORTS = {"faas"}
 _GUEST_PACKAGES = ("agent", "proc")
-_GUEST_MODULES = ("errors.py", "protocol.py")
+_GUEST_MODULES = ("errors.py", "protocol.py", "secrets/__init__.py", "secrets/names.py")
 
 
 def agent_sources() -> list[tuple[str, bytes]]:
@@ -93,11 +93,12 @@ def _check_imports(name: str, source: bytes) -> None:
             modules = [node.module]
         for module in modules:
             root = module.split(".")[0]
-            allowed = module in ("faas.errors", "faas.protocol") or any(
+            allowed = module in ("faas.errors", "faas.protocol", "faas.secrets.names") or any(
                 module == f"faas.{p}" or module.startswith(f"faas.{p}.") for p in _GUEST_PACKAGES)
             if root in _AGENT_ROOT_IMPORTS and not allowed:
                 raise ImageBuildError(f"guest agent file {name} imports {module}: the guest only "
-                                      "ships faas.agent, faas.proc, faas.protocol, faas.errors")
+                                      "ships faas.agent, faas.proc, faas.protocol, faas.errors, "
+                                      "faas.secrets.names")
 
 
 def rootfs_key(mirror: str = DEFAULT_DEBIAN_MIRROR) -> str:

@@ -4,10 +4,11 @@ Containers run with no network, a read-only root, a size-capped tmpfs
 ``/tmp``, all capabilities dropped, ``no-new-privileges``, a seccomp profile
 (``seccomp_profile``; or one the operator gives), memory (no swap), pids and
 CPU limits, rlimits, a private IPC namespace, logging off (output never lands
-on the host disk), a non-root user, and the call's code read-only at
-``/function`` (``function_mount``) if it has a bundle. ``ContainerPolicy`` holds the
-executor's settings; ``create_body`` adds one invocation's command, payload
-limits and labels.
+on the host disk), a non-root user, the call's code read-only at
+``/function`` (``function_mount``) if it has a bundle, and its secrets
+folder read-only at ``/run/secrets`` (``secret_files``) if it has secrets.
+``ContainerPolicy`` holds the executor's settings; ``create_body`` adds one
+invocation's command, payload limits and labels.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from faas.executors.docker.labels import container_labels
+from faas.executors.docker.secret_files import secrets_mount
 from faas.models import ExecutionSpec
 
 __all__ = ["DEFAULT_USER", "FUNCTION_DIR", "GUEST_TMP", "MASKED_PATHS", "ContainerPolicy",
@@ -64,7 +66,9 @@ class ContainerPolicy:
     security_opt: tuple[str, ...]
     owner: str
 
-    def create_body(self, spec: ExecutionSpec, image: str) -> dict[str, Any]:
+    def create_body(self, spec: ExecutionSpec, image: str,
+                    secrets: Path | None = None) -> dict[str, Any]:
+        """The create body; ``secrets``: the call's host secrets folder, if it has one."""
         limits = spec.limits
         cpu_s = max(1, limits.cpu_seconds)
         # Docker reads 0 as "unlimited" for pids and tmpfs size: never pass 0.
@@ -96,8 +100,11 @@ class ContainerPolicy:
         }
         if self.runtime:
             host_config["Runtime"] = self.runtime
-        if spec.bundle is not None:
-            host_config["Mounts"] = [function_mount(spec.bundle.path)]
+        mounts = [] if spec.bundle is None else [function_mount(spec.bundle.path)]
+        if secrets is not None:
+            mounts.append(secrets_mount(secrets))
+        if mounts:
+            host_config["Mounts"] = mounts
         return {
             "Image": image,
             "Entrypoint": [""],  # the request's command runs as given, whatever the image says

@@ -35,6 +35,7 @@ from faas.executors.docker import seccomp_profile as profiles
 from faas.executors.docker.container import DEFAULT_USER, ContainerPolicy
 from faas.executors.docker.engine import DEFAULT_BASE_URL, Engine, StartRefused, Stream
 from faas.executors.docker.labels import MANAGED_LABEL, OWNER_LABEL
+from faas.executors.docker.secret_files import DEFAULT_ROOT, SecretFolders, numeric_user
 from faas.executors.docker.stdio import pump, read_all
 from faas.executors.docker.stream import Demux
 from faas.executors.docker.sweep import remove_dead_instances
@@ -127,6 +128,7 @@ class DockerExecutor:
     ``name``            the executor's name in results and in the registry.
     ``transport``       the Engine API's HTTP transport (tests pass ``httpx.MockTransport``);
                         ``None`` connects to ``base_url``.
+    ``secrets_root``    the host tmpfs folder of the calls' secrets (``secret_files``).
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class DockerExecutor:
         api_timeout_s: float = 30.0,
         name: str = "docker",
         transport: httpx.AsyncBaseTransport | None = None,
+        secrets_root: Path = DEFAULT_ROOT,
     ) -> None:
         self.name = name
         self.base_url = base_url
@@ -168,6 +171,7 @@ class DockerExecutor:
         self.owner = secrets.token_hex(8)
         self._policy = ContainerPolicy(user=user, init=init, runtime=runtime,
                                        security_opt=tuple(self._security_opt), owner=self.owner)
+        self.secret_folders = SecretFolders(secrets_root)
         self._live: set[str] = set()
         self._removals: dict[asyncio.Task[None], str] = {}
         self._closed = False
@@ -192,11 +196,12 @@ class DockerExecutor:
         # create/start calls the deadline or a cancellation interrupted: still in
         # flight at the daemon, so the container is removed once they are done.
         in_flight: list[asyncio.Future[Any]] = []
+        folder = self._secrets_folder(spec)
         try:
             timeout = asyncio.timeout_at(spec.deadline)
             try:
                 async with timeout:
-                    await _step(self._create(spec, image, name), in_flight)
+                    await _step(self._create(spec, image, name, folder), in_flight)
                     conn = await self._engine.attach(name)
                     failure = await _step(self._start(name, spec.command[0]), in_flight)
                     if failure is not None:
@@ -224,29 +229,45 @@ class DockerExecutor:
             # Only FaasErrors leave the executor (malformed daemon answers, fd exhaustion).
             raise SandboxError(f"docker executor failed: {exc!r}") from exc
         finally:
-            if conn is not None:
-                # abort(), not close(): close() would wait forever to flush a
-                # payload the command never read.
-                conn[1].transport.abort()
-            if in_flight:
-                # Answer now; the daemon may hold the container for a long time
-                # (a start with a huge environment) and refuses to remove it
-                # until then.
-                self._remove_later(name, in_flight)
-            else:
-                await _uninterrupted(self._remove(name))
+            try:
+                if conn is not None:
+                    # abort(), not close(): close() would wait forever to flush a
+                    # payload the command never read.
+                    conn[1].transport.abort()
+                if in_flight:
+                    # Answer now; the daemon may hold the container for a long time
+                    # (a start with a huge environment) and refuses to remove it
+                    # until then (a start that comes later finds no secrets folder).
+                    self._remove_later(name, in_flight)
+                else:
+                    await _uninterrupted(self._remove(name))
+            finally:
+                if folder is not None:
+                    self.secret_folders.remove(folder)
         result.stdout, result.stderr = demux.stdout, demux.stderr
         result.stdout_truncated, result.stderr_truncated = demux.truncated
         return result
 
     # -- one container ---------------------------------------------------------
 
-    def _create_body(self, spec: ExecutionSpec, image: str) -> dict[str, Any]:
-        return self._policy.create_body(spec, image)
+    def _create_body(self, spec: ExecutionSpec, image: str,
+                     secrets: Path | None = None) -> dict[str, Any]:
+        return self._policy.create_body(spec, image, secrets)
 
-    async def _create(self, spec: ExecutionSpec, image: str, name: str) -> None:
+    def _secrets_folder(self, spec: ExecutionSpec) -> Path | None:
+        """The call's secrets in a fresh host tmpfs folder (``secret_files``); None: none."""
+        if not spec.secrets:
+            return None
+        owner = numeric_user(self.user)
+        if owner is None:
+            raise SandboxError(f"{self.name}: secrets need a numeric container user "
+                               f"(uid:gid), not {self.user!r}")
+        return self.secret_folders.make(spec.secrets, *owner)
+
+    async def _create(self, spec: ExecutionSpec, image: str, name: str,
+                      secrets: Path | None) -> None:
         self._live.add(name)
-        body = self._create_body(spec, image)
+        body = self._create_body(spec, image, secrets)
         for warning in await self._engine.create_container(name, body, runtime=self.runtime):
             log.debug("docker create %s: %s", name, warning)
 
@@ -322,7 +343,11 @@ class DockerExecutor:
         return len(set(names))
 
     async def sweep_dead_instances(self) -> int:
-        """Remove containers left by servers that no longer run; return the count (``sweep``)."""
+        """Remove containers (and secrets folders) left by servers that no longer run;
+        return the number of containers (``sweep``)."""
+        swept = await asyncio.to_thread(self.secret_folders.sweep_dead)
+        if swept:
+            log.info("docker executor: removed %d secrets folder(s) of dead servers", swept)
         return await remove_dead_instances(self._engine)
 
     async def aclose(self) -> None:

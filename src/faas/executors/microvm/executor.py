@@ -288,12 +288,15 @@ class VMExecutor:
                 output_limit=spec.limits.output_bytes,
                 bundle=None if spec.bundle is None or code is None
                 else (spec.bundle.sha256, code),
+                secrets=tuple((secret.name, secret.value) for secret in spec.secrets),
             )
-            if code is not None and "function" not in vm.hello.get("features", []):
-                raise ExecutorUnavailable(
-                    f"{self.name}: the guest agent (version {vm.hello.get('agent')}) cannot "
-                    "show a function's code at /function; rebuild the guest image "
-                    "(faas image build)")
+            for feature, needed, what in (
+                    ("function", code is not None, "a function's code at /function"),
+                    ("secrets", bool(spec.secrets), "secrets at /run/secrets")):
+                if needed and feature not in vm.hello.get("features", []):
+                    raise ExecutorUnavailable(
+                        f"{self.name}: the guest agent (version {vm.hello.get('agent')}) cannot "
+                        f"show {what}; rebuild the guest image (faas image build)")
             try:
                 async with asyncio.timeout_at(spec.deadline + self.settings.kill_grace_s):
                     reply = await vm.run(request)
