@@ -12,19 +12,25 @@ import httpx
 import pytest
 
 from bundle_support import tar_gz
-from helpers import running_server
+from helpers import Server, running_server
+from secrets_support import check_a_secret_end_to_end
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def gateway_url(docker_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def gateway(docker_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real `faas serve`, configured to offer docker as its default executor."""
     env = {"FAAS_EXECUTORS": "sandbox,docker", "FAAS_DEFAULT_EXECUTOR": "docker",
            "FAAS_DOCKER_IMAGE": docker_image}
     with running_server(tmp_path_factory.mktemp("docker-gateway"), env) as server:
-        yield server.url
+        yield server
     assert server.proc.returncode == 0, server.log()
+
+
+@pytest.fixture(scope="module")
+def gateway_url(gateway: Server) -> str:
+    return gateway.url
 
 
 def invoke(url: str, **body: object) -> httpx.Response:
@@ -87,3 +93,7 @@ def test_a_deployed_python_handler_answers_on_docker(gateway_url: str, docker_im
     assert r.status_code == 200 and r.json()["stdout"] == "FROM DOCKER", r.text
     assert r.json()["executor"] == "docker"
 
+
+
+def test_a_secret_reaches_the_container_and_nowhere_else(gateway: Server) -> None:
+    check_a_secret_end_to_end(gateway.url, gateway.log_path, "docker")

@@ -14,6 +14,7 @@ import pytest
 
 from bundle_support import tar_gz
 from helpers import running_server
+from secrets_support import check_a_secret_end_to_end
 
 pytestmark = pytest.mark.sandbox
 
@@ -90,3 +91,18 @@ def test_a_python_handler_bundle_answers_and_the_store_stays_private(
         if (data / name).exists():
             assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     assert "Traceback" not in server.log()
+
+
+def test_a_secret_reaches_the_sandbox_and_nowhere_else(bwrap_available: None,
+                                                        tmp_path: Path, open_tmp: Path) -> None:
+    """Set over the API, read as /run/secrets/<name> by a sync and an async call; not in
+    answers, records, metrics, the log, host process listings, nor in the store's files
+    (only its ciphertext is there) once the server has stopped."""
+    data = open_tmp / "data"
+    env = {"FAAS_EXECUTORS": "sandbox", "FAAS_DATA_DIR": str(data)}
+    with running_server(tmp_path, env) as server:
+        value = check_a_secret_end_to_end(server.url, server.log_path, "sandbox")
+    files = [path for path in data.rglob("*") if path.is_file()]
+    assert any(path.name == "faas.db" for path in files)
+    for path in files:
+        assert value.encode() not in path.read_bytes(), path.name

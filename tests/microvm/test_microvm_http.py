@@ -14,21 +14,27 @@ from microvm_support import assert_no_vm_leaks
 
 from bundle_support import tar_gz
 from faas.images.manifest import Manifest
-from helpers import running_server
+from helpers import Server, running_server
+from secrets_support import check_a_secret_end_to_end
 
 pytestmark = pytest.mark.microvm
 
 
 @pytest.fixture(scope="module")
-def gateway(image_manifest: Manifest, run_dir: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(image_manifest: Manifest, run_dir: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real `faas serve` offering the microVM tier (and its VMs' folders in run_dir)."""
     env = {"FAAS_EXECUTORS": "sandbox,microvm,qemu,firecracker",
            "FAAS_DEFAULT_EXECUTOR": "microvm", "FAAS_VM_RUN_DIR": str(run_dir)}
     with running_server(tmp_path_factory.mktemp("microvm-gateway"), env) as server:
-        yield server.url
+        yield server
     assert server.proc.returncode == 0, server.log()
     assert_no_vm_leaks(run_dir)
+
+
+@pytest.fixture(scope="module")
+def gateway(server: Server) -> str:
+    return server.url
 
 
 def invoke(url: str, timeout: float = 90, **body: object) -> httpx.Response:
@@ -140,3 +146,7 @@ def test_a_deployed_python_handler_answers_in_a_microvm(gateway: str) -> None:
                    json={"payload": list(b"from the vm")})
     assert r.status_code == 200 and r.json()["stdout"] == "FROM THE VM", r.text
     assert r.json()["executor"] == "qemu"
+
+
+def test_a_secret_reaches_the_vm_and_nowhere_else(server: Server) -> None:
+    check_a_secret_end_to_end(server.url, server.log_path, "qemu")

@@ -84,7 +84,9 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if functions is not None:
-            gateway.invocations = await Invocations.open(settings, functions, orch)
+            await gateway.vault()  # a bad master key file stops the start, not a call
+            gateway.invocations = await Invocations.open(settings, functions, orch,
+                                                         gateway.call_secrets)
         try:
             yield
         finally:

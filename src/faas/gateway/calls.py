@@ -23,7 +23,7 @@ from faas.functions import Functions, outcome_of
 from faas.gateway.context import Gateway
 from faas.invocations.live import LiveCall
 from faas.metrics import ADHOC, Metrics
-from faas.models import InvocationResult, InvokeRequest
+from faas.models import FunctionBundle, InvocationResult, InvokeRequest
 from faas.store import FunctionVersion
 from faas.store.invocation_records import now_us
 from faas.store.records import MAX_VERSION, STORED_FUNCTION_ID_PATTERN
@@ -110,6 +110,16 @@ async def run_call(request: Request, gateway: Gateway, function_id: str,
             records.sync_ended(live, result, failure)
 
 
+async def _with_secrets(gateway: Gateway, function_id: str, invoke_request: InvokeRequest,
+                        request_id: str, bundle: FunctionBundle | None, gate: Any,
+                        names: tuple[str, ...]) -> InvocationResult:
+    """Run the call with the values of the secrets its function lists (read now, from the
+    tenant's secrets: a secret set or changed since the deploy is the one the call gets)."""
+    secrets = await gateway.call_secrets(function_id, names) if names else ()
+    return await gateway.orchestrator.invoke(function_id, invoke_request, request_id,
+                                             bundle=bundle, gate=gate, secrets=secrets)
+
+
 async def _run(request: Request, gateway: Gateway, function_id: str,
                invoke_request: InvokeRequest, request_id: str,
                deployed: FunctionVersion | None,
@@ -122,8 +132,9 @@ async def _run(request: Request, gateway: Gateway, function_id: str,
         if functions is not None and spec is not None else contextlib.nullcontext(None)
     try:
         with gates as gate:
-            work = asyncio.ensure_future(gateway.orchestrator.invoke(
-                function_id, invoke_request, request_id, bundle=bundle, gate=gate))
+            work = asyncio.ensure_future(_with_secrets(
+                gateway, function_id, invoke_request, request_id, bundle, gate,
+                spec.secrets if spec is not None else ()))
             del invoke_request
             started(work)
             watch = asyncio.ensure_future(_wait_disconnect(request))

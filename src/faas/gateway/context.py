@@ -11,7 +11,9 @@ from faas.gateway.budget import ByteBudget
 from faas.invocations.service import Invocations
 from faas.orchestrator import Orchestrator
 from faas.secrets.service import Secrets
+from faas.secrets.values import Secret
 from faas.tenancy.authenticator import Authenticator
+from faas.tenancy.principal import DEFAULT_TENANT, tenant_of
 
 
 @dataclass(slots=True)
@@ -46,6 +48,16 @@ class Gateway:
         if self.functions is None:
             raise StoreUnavailable("this server keeps no deployed functions")
         return self.functions
+
+    async def call_secrets(self, function_id: str,
+                           names: tuple[str, ...]) -> tuple[Secret, ...]:
+        """The values of the secrets ``names`` a call of ``function_id`` (a qualified id)
+        gets, read from its tenant's secrets now; ``SecretNotFound`` names one not set."""
+        if not names:
+            return ()
+        values = await (await self.vault()).for_call(tenant_of(function_id) or DEFAULT_TENANT,
+                                                     names)
+        return tuple(Secret(name, value) for name, value in values)
 
     async def vault(self) -> Secrets:
         """The tenants' secrets, opened on first use (loading or making the master key);

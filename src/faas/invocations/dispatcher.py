@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from faas.errors import FaasError, ValidationError
 from faas.functions import Functions, outcome_of
@@ -28,8 +28,12 @@ from faas.invocations.writer import RecordWriter
 from faas.logs import request_id_var
 from faas.models import FunctionBundle, InvocationResult
 from faas.orchestrator import Orchestrator
+from faas.secrets.values import Secret
 from faas.store.invocation_records import InvocationRecord, now_us
 from faas.store.invocation_store import SqlInvocations
+
+#: The values of a call's secrets: (qualified function id, names) -> secrets.
+SecretSource = Callable[[str, tuple[str, ...]], Awaitable[tuple[Secret, ...]]]
 
 log = logging.getLogger("faas.invocations")
 POLL_S = 1.0
@@ -44,7 +48,7 @@ class _NotStarted(Exception):
 class Dispatcher:
     def __init__(self, store: SqlInvocations, orchestrator: Orchestrator, functions: Functions,
                  writer: RecordWriter, live: LiveCalls, owner: str, output_cap: int,
-                 ended: Callable[[], None]) -> None:
+                 ended: Callable[[], None], secrets: SecretSource | None = None) -> None:
         self._store = store
         self._orch = orchestrator
         self._functions = functions
@@ -53,6 +57,7 @@ class Dispatcher:
         self._owner = owner
         self._cap = output_cap
         self._ended = ended
+        self._secrets = secrets
         self._wake = asyncio.Event()
         self._runs: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -171,6 +176,12 @@ class Dispatcher:
         if record.request is None:
             raise ValidationError("the queued call has nothing to run")
         request, bundle_ref, secret_names = decode_call(record.request)
+        secrets: tuple[Secret, ...] = ()
+        if secret_names:
+            # Read when the call runs, never queued with it: no value rests in the queue.
+            if self._secrets is None:
+                raise ValidationError("this server cannot read secrets")
+            secrets = await self._secrets(record.function_id, secret_names)
         bundle = None
         if bundle_ref is not None:
             bundle = FunctionBundle(bundle_ref.sha256,
@@ -182,7 +193,7 @@ class Dispatcher:
             if not self._orch.accepting:
                 raise _NotStarted
             return await self._orch.invoke(record.function_id, request, record.request_id,
-                                           bundle=bundle, gate=gate)
+                                           bundle=bundle, gate=gate, secrets=secrets)
 
     def _count(self, record: InvocationRecord, outcome: str) -> None:
         self._functions.count_call(record.function_id, record.version, outcome)

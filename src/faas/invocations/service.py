@@ -25,7 +25,7 @@ from faas.errors import Conflict, FaasError, NotFound, ShuttingDown
 from faas.functions import Functions
 from faas.invocations.callbacks import CallbackSender, DueCallback, load_callback_key
 from faas.invocations.codec import encode_call
-from faas.invocations.dispatcher import Dispatcher
+from faas.invocations.dispatcher import Dispatcher, SecretSource
 from faas.invocations.enqueuer import Enqueuer
 from faas.invocations.live import LiveCall, LiveCalls, RecordScope
 from faas.invocations.outcome import from_error, from_result
@@ -65,8 +65,8 @@ def new_invocation_id() -> str:
 
 
 class Invocations:
-    def __init__(self, settings: Settings, functions: Functions,
-                 orchestrator: Orchestrator) -> None:
+    def __init__(self, settings: Settings, functions: Functions, orchestrator: Orchestrator,
+                 secrets: SecretSource | None = None) -> None:
         self.settings = settings.invocations
         self.store: SqlInvocations = functions.store.invocations
         self.functions = functions
@@ -75,7 +75,7 @@ class Invocations:
         self.writer = RecordWriter(self.store, self._written)
         self.dispatcher = Dispatcher(self.store, orchestrator, functions, self.writer,
                                      self.live, self.owner, self.settings.record_output_bytes,
-                                     self._ended)
+                                     self._ended, secrets)
         self._orchestrator = orchestrator
         self.enqueuer = Enqueuer(self.store, key_ttl_us=IDEMPOTENCY_TTL_US,
                                  max_queued=self.settings.max_async_queue,
@@ -85,8 +85,11 @@ class Invocations:
 
     @classmethod
     async def open(cls, settings: Settings, functions: Functions,
-                   orchestrator: Orchestrator) -> Invocations:
-        self = cls(settings, functions, orchestrator)
+                   orchestrator: Orchestrator,
+                   secrets: SecretSource | None = None) -> Invocations:
+        """Recover what a dead server left, start the background work. ``secrets``: where
+        an async call's secrets are read when it runs (None: such a call fails)."""
+        self = cls(settings, functions, orchestrator, secrets)
         recovered = await self.store.recover(is_gone, RESTARTED)
         if recovered.requeued or recovered.failed:
             log.warning("recovered calls a dead server left running: %d queued again, %d "
