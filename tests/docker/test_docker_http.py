@@ -13,7 +13,7 @@ import pytest
 
 from bundle_support import tar_gz
 from helpers import Server, running_server
-from secrets_support import check_a_secret_end_to_end
+from secrets_e2e import check_a_secret_end_to_end
 
 pytestmark = pytest.mark.docker
 

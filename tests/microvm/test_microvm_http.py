@@ -15,7 +15,7 @@ from microvm_support import assert_no_vm_leaks
 from bundle_support import tar_gz
 from faas.images.manifest import Manifest
 from helpers import Server, running_server
-from secrets_support import check_a_secret_end_to_end
+from secrets_e2e import check_a_secret_end_to_end
 
 pytestmark = pytest.mark.microvm
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +78,9 @@ class World:
         return {"authorization": f"Bearer {self.keys[(tenant, role)]}"}
 
 
-async def make_key(tenants: SqlTenants, tenant: str, role: Role, **kw: float) -> str:
-    return (await admin.create_key(tenants, tenant, role.label, "test", **kw)).key
+async def make_key(tenants: SqlTenants, tenant: str, role: Role,
+                   expires_in_s: float | None = None) -> str:
+    return (await admin.create_key(tenants, tenant, role.label, "test", expires_in_s)).key
 
 
 @pytest.fixture
@@ -110,7 +111,8 @@ def concrete(path: str) -> str:
 
 
 async def send(world: World, method: str, path: str,
-               headers: dict[str, str] | dict[str, bytes] | None = None) -> httpx.Response:
+               headers: Mapping[str, str] | Mapping[bytes, bytes] | None = None
+               ) -> httpx.Response:
     return await world.client.request(method, concrete(path), headers=headers or {},
                                       json={} if method in ("POST", "PUT") else None)
 
@@ -134,7 +136,7 @@ async def test_public_routes_need_no_key(world: World) -> None:
     ids=["none", "empty", "no-key", "basic", "unknown", "malformed", "huge", "non-ascii"])
 async def test_every_closed_route_refuses_a_missing_or_bad_key(world: World,
                                                                presented: str | None) -> None:
-    headers = {} if presented is None else {"authorization": presented.encode()}
+    headers = {} if presented is None else {b"authorization": presented.encode()}
     for (method, path), role in EXPECTED.items():
         if role is None:
             continue
