@@ -133,7 +133,10 @@ def assert_ordered_times(found: dict[str, Any]) -> None:
 
 
 def finished_runs(server: Server, **fields: str) -> list[dict[str, Any]]:
-    """The orchestrator's "invocation finished" log lines (one per run) matching ``fields``."""
+    """The orchestrator's "invocation finished" log lines (one per run) matching ``fields``
+    (a ``function`` without a tenant is the default tenant's: the log names qualified ids)."""
+    if "function" in fields and "/" not in fields["function"]:
+        fields = {**fields, "function": f"default/{fields['function']}"}
     runs = []
     for line in server.log().splitlines():
         with contextlib.suppress(ValueError):

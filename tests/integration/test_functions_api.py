@@ -124,7 +124,7 @@ async def test_deploy_invoke_and_read_back(api: Api) -> None:
     assert set(version["spec"]) == {"command", "image", "executor", "env_vars", "timeout_s",
                                     "memory_mb", "vcpus", "max_concurrency", "description",
                                     "labels", "content_type", "max_attempts",
-                                    "retry_timeouts", "retry_failures"}
+                                    "retry_timeouts", "retry_failures", "secrets"}
     assert version["spec"]["content_type"] == "application/octet-stream"
 
     r = await api.invoke("echo", {"payload": base64.b64encode(b"world").decode()})
