@@ -47,6 +47,7 @@ from faas.store.invocation_records import (
     now_us,
 )
 from faas.store.invocation_store import SqlInvocations
+from faas.tenancy.principal import tenant_of
 
 log = logging.getLogger("faas.invocations")
 #: Attempts of an async call whose function names none (sync calls: 1).
@@ -107,9 +108,11 @@ class Invocations:
 
     async def accept(self, function_id: str, request: InvokeRequest, request_id: str,
                      deployed: FunctionVersion | None, *, callback_url: str | None = None,
-                     idempotency_key: str | None = None) -> tuple[str, bool]:
+                     idempotency_key: str | None = None,
+                     tenant_max_queued: int | None = None) -> tuple[str, bool]:
         """Queue an async call (durably); ``(id, True)``, or the first call's id and False
-        for a repeated Idempotency-Key. ``AdmissionRejected`` when the queue is full."""
+        for a repeated Idempotency-Key. ``AdmissionRejected`` when the queue is full, or
+        when the tenant of ``function_id`` has ``tenant_max_queued`` calls queued."""
         if not self.dispatcher.claiming or not self._orchestrator.accepting:
             raise ShuttingDown("server is shutting down")
         spec = deployed.spec if deployed is not None else None
@@ -124,8 +127,9 @@ class Invocations:
             concurrency_cap=spec.max_concurrency if spec else None,
             output_encoding=request.output_encoding,
             request=encode_call(request, spec.bundle if spec else None),
-            callback_url=callback_url)
-        invocation_id, created = await self.enqueuer.submit(record, idempotency_key)
+            callback_url=callback_url, tenant=tenant_of(function_id))
+        invocation_id, created = await self.enqueuer.submit(record, idempotency_key,
+                                                            tenant_max_queued)
         if created:
             self.dispatcher.queued()
         return invocation_id, created
