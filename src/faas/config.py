@@ -126,6 +126,8 @@ class Settings:
     # Client commands (faas deploy, invoke, functions): the server's URL; empty:
     # http://{host}:{port}, the address `faas serve` listens on (faas.client.url).
     url: str = ""
+    # Client commands: the API key they send (``Authorization: Bearer``); empty: none.
+    api_key: str = ""
     log_level: str = "info"
     default_executor: str = "sandbox"
     executors: tuple[str, ...] = ("sandbox", "docker", "microvm", "qemu", "firecracker")

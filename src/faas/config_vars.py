@@ -101,6 +101,14 @@ def parse_url(raw: str) -> str:
     return raw.strip().rstrip("/")
 
 
+def _api_key(raw: str) -> str:
+    from faas.tenancy.keys import KEY_PATTERN
+
+    if not KEY_PATTERN.fullmatch(raw.strip()):
+        raise ValueError("must be an API key as made by faas admin create-key (faas_...)")
+    return raw.strip()
+
+
 def _log_level(raw: str) -> str:
     parse_levels(raw)  # ValueError names the bad part
     return raw
@@ -128,6 +136,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("FAAS_HOST", "host", _str, "127.0.0.2"),
     Var("FAAS_GATEWAY_PORT", "port", _int(1, 65535), "9000", "http"),
     Var("FAAS_URL", "url", parse_url, "http://faas.example:9000", "localhost:8080"),
+    Var("FAAS_API_KEY", "api_key", _api_key, "faas_0123456789ab_" + "k" * 43, "nope",
+        secret=True),
     Var("RUST_LOG", "log_level", _log_level, "debug", "loud"),  # FAAS_LOG wins
     Var("FAAS_LOG", "log_level", _log_level, "faas_gateway=debug,warn", "loud"),
     Var("FAAS_DEFAULT_EXECUTOR", "default_executor", _str, "docker", "nope"),

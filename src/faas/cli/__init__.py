@@ -7,6 +7,8 @@
     invocations ls|show|wait|cancel
                                    faas.cli.invocations  the records of calls (invoke --async)
     new python NAME                faas.cli.new        a function folder to start from
+    admin create-tenant|create-key|list-keys|revoke-key|set-quotas|list-tenants
+                                   faas.cli.admin      on the store directly (bootstrap)
 
 Client commands find the server from ``--url``, ``FAAS_URL``, or the address
 ``faas serve`` would listen on (``faas.client.url``); their exit statuses are
@@ -19,7 +21,7 @@ import argparse
 import signal
 import sys
 
-from faas.cli import deploy, functions, invocations, invoke, new, server
+from faas.cli import admin, deploy, functions, invocations, invoke, new, server
 from faas.cli.common import EXIT_USAGE
 from faas.errors import ApiError, ClientError, FaasError
 
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_parser(sub)
     invocations.add_parser(sub)
     new.add_parser(sub)
+    admin.add_parser(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeGuard
 from faas.client import FaasClient, resolve_url
 from faas.config import Settings
 from faas.errors import ValidationError
+from faas.tenancy.keys import KEY_PATTERN
 
 EXIT_SERVER = 1
 EXIT_USAGE = 2
@@ -45,11 +46,24 @@ def plain(doc: str | None) -> str:
 def add_url_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="the server (default: FAAS_URL, else "
                                       "http://FAAS_HOST:FAAS_GATEWAY_PORT)")
+    parser.add_argument("--key-file", help="a file holding the API key (default: "
+                                           "FAAS_API_KEY; a key is never taken on argv)")
 
 
 def open_client(args: argparse.Namespace) -> FaasClient:
-    """A client of the server named by ``--url``, ``FAAS_URL`` or the serve settings."""
-    return FaasClient(resolve_url(args.url, Settings.from_env()))
+    """A client of the server named by ``--url``, ``FAAS_URL`` or the serve settings, with
+    the key of ``--key-file`` or ``FAAS_API_KEY``."""
+    settings = Settings.from_env()
+    key = settings.api_key
+    if getattr(args, "key_file", None):
+        try:
+            with open(args.key_file, encoding="ascii") as handle:
+                key = handle.read(512).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"cannot read the key file ({type(exc).__name__})") from None
+        if not KEY_PATTERN.fullmatch(key):
+            raise ValidationError("the key file does not hold an API key (faas_...)")
+    return FaasClient(resolve_url(args.url, settings), api_key=key or None)
 
 
 def key_values(entries: list[str] | None, flag: str) -> dict[str, str]:

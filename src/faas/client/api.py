@@ -37,12 +37,15 @@ INVOKE_GRACE_S = 30.0
 
 
 class FaasClient:
-    """The functions API at ``base_url``; ``transport`` replaces the network (tests)."""
+    """The functions API at ``base_url`` as ``api_key`` (None: a server running open);
+    ``transport`` replaces the network (tests)."""
 
-    def __init__(self, base_url: str, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, base_url: str, *, transport: httpx.BaseTransport | None = None,
+                 api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url, transport=transport,
+            headers={"authorization": f"Bearer {api_key}"} if api_key else None,
             timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
 
     def __enter__(self) -> FaasClient:

@@ -7,6 +7,7 @@ from typing import Any
 
 from faas.functions.spec import DEFAULT_CONTENT_TYPE
 from faas.store import BundleRef, FunctionInfo, FunctionSpec, FunctionVersion
+from faas.tenancy.principal import unqualify
 
 
 def iso(moment: datetime) -> str:
@@ -35,19 +36,19 @@ def bundle_json(bundle: BundleRef | None) -> dict[str, Any] | None:
 
 
 def version_json(version: FunctionVersion) -> dict[str, Any]:
-    return {"id": version.function_id, "version": version.version,
+    return {"id": unqualify(version.function_id), "version": version.version,
             "created_at": iso(version.created_at), "spec": spec_json(version.spec),
             "bundle": bundle_json(version.spec.bundle)}
 
 
 def summary_json(info: FunctionInfo) -> dict[str, Any]:
-    return {"id": info.function_id, "latest_version": info.latest_version,
+    return {"id": unqualify(info.function_id), "latest_version": info.latest_version,
             "description": info.latest.spec.description, "labels": dict(info.latest.spec.labels),
             "created_at": iso(info.created_at), "updated_at": iso(info.updated_at)}
 
 
 def function_json(info: FunctionInfo) -> dict[str, Any]:
-    return {"id": info.function_id, "latest_version": info.latest_version,
+    return {"id": unqualify(info.function_id), "latest_version": info.latest_version,
             "versions": list(info.versions), "created_at": iso(info.created_at),
             "updated_at": iso(info.updated_at), "spec": spec_json(info.latest.spec),
             "bundle": bundle_json(info.latest.spec.bundle),

@@ -24,9 +24,9 @@ from faas.gateway.context import Gateway
 from faas.invocations.live import LiveCall
 from faas.metrics import ADHOC, Metrics
 from faas.models import InvocationResult, InvokeRequest
-from faas.store import FUNCTION_ID_PATTERN, FunctionVersion
+from faas.store import FunctionVersion
 from faas.store.invocation_records import now_us
-from faas.store.records import MAX_VERSION
+from faas.store.records import MAX_VERSION, STORED_FUNCTION_ID_PATTERN
 
 log = logging.getLogger("faas.gateway")
 
@@ -46,7 +46,7 @@ async def find_deployed(gateway: Gateway, function_id: str,
     """The version to run, None if ``function_id`` is not deployed; ``NotFound`` for a
     pinned version that does not exist (or a pin on an id that is not deployed)."""
     functions = gateway.functions
-    if functions is None or not FUNCTION_ID_PATTERN.fullmatch(function_id):
+    if functions is None or not STORED_FUNCTION_ID_PATTERN.fullmatch(function_id):
         if version is not None:
             raise NotFound("function not deployed")
         return None
@@ -75,7 +75,8 @@ async def _wait_disconnect(request: Request) -> None:
 async def run_call(request: Request, gateway: Gateway, function_id: str,
                    invoke_request: InvokeRequest, request_id: str,
                    deployed: FunctionVersion | None,
-                   headers: dict[str, str] | None = None) -> InvocationResult | None:
+                   headers: dict[str, str] | None = None,
+                   caller: str | None = None) -> InvocationResult | None:
     """The result, or None if the client went away (the invocation was cancelled).
 
     Raises the orchestrator's ``FaasError``s (``InvocationTimeout``...), and
@@ -92,7 +93,8 @@ async def run_call(request: Request, gateway: Gateway, function_id: str,
     def started(work: asyncio.Future[Any]) -> None:
         nonlocal live
         if records is not None:
-            live = records.sync_started(function_id, deployed, request_id, accepted_at, work)
+            live = records.sync_started(function_id, deployed, request_id, accepted_at, work,
+                                        caller)
             if headers is not None:
                 headers["x-invocation-id"] = live.record.id
 

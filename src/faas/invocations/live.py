@@ -16,6 +16,19 @@ from typing import Any
 from faas.store.invocation_records import InvocationRecord
 
 
+@dataclass(frozen=True, slots=True)
+class RecordScope:
+    """Which records a caller may see: its tenant's; an invoker only its own key's."""
+
+    tenant: str
+    #: the key id whose calls alone are visible (None: every call of the tenant)
+    caller: str | None = None
+
+    def sees(self, record: InvocationRecord) -> bool:
+        return record.tenant == self.tenant and (
+            self.caller is None or record.caller == self.caller)
+
+
 @dataclass(eq=False)
 class LiveCall:
     record: InvocationRecord

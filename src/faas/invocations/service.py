@@ -21,13 +21,13 @@ from typing import Any
 import orjson
 
 from faas.config import Settings
-from faas.errors import Conflict, FaasError, ShuttingDown
+from faas.errors import Conflict, FaasError, NotFound, ShuttingDown
 from faas.functions import Functions
 from faas.invocations.callbacks import CallbackSender, DueCallback, load_callback_key
 from faas.invocations.codec import encode_call
 from faas.invocations.dispatcher import Dispatcher
 from faas.invocations.enqueuer import Enqueuer
-from faas.invocations.live import LiveCall, LiveCalls
+from faas.invocations.live import LiveCall, LiveCalls, RecordScope
 from faas.invocations.outcome import from_error, from_result
 from faas.invocations.owner import is_gone, this_owner
 from faas.invocations.views import record_json
@@ -109,6 +109,7 @@ class Invocations:
     async def accept(self, function_id: str, request: InvokeRequest, request_id: str,
                      deployed: FunctionVersion | None, *, callback_url: str | None = None,
                      idempotency_key: str | None = None,
+                     caller: str | None = None,
                      tenant_max_queued: int | None = None) -> tuple[str, bool]:
         """Queue an async call (durably); ``(id, True)``, or the first call's id and False
         for a repeated Idempotency-Key. ``AdmissionRejected`` when the queue is full, or
@@ -127,7 +128,7 @@ class Invocations:
             concurrency_cap=spec.max_concurrency if spec else None,
             output_encoding=request.output_encoding,
             request=encode_call(request, spec.bundle if spec else None),
-            callback_url=callback_url, tenant=tenant_of(function_id))
+            callback_url=callback_url, tenant=tenant_of(function_id), caller=caller)
         invocation_id, created = await self.enqueuer.submit(record, idempotency_key,
                                                             tenant_max_queued)
         if created:
@@ -138,14 +139,14 @@ class Invocations:
 
     def sync_started(self, function_id: str, deployed: FunctionVersion | None,
                      request_id: str, accepted_at: int,
-                     task: asyncio.Future[Any]) -> LiveCall:
+                     task: asyncio.Future[Any], caller: str | None = None) -> LiveCall:
         spec = deployed.spec if deployed is not None else None
         record = InvocationRecord(
             id=new_invocation_id(), request_id=request_id, function_id=function_id,
             version=deployed.version if deployed is not None else None, mode="sync",
             status=RUNNING, accepted_at=accepted_at, started_at=accepted_at, attempts=1,
             max_attempts=1, concurrency_cap=spec.max_concurrency if spec else None,
-            owner=self.owner)
+            owner=self.owner, tenant=tenant_of(function_id), caller=caller)
         return self.live.add(record, task)
 
     def sync_ended(self, call: LiveCall, result: InvocationResult | None,
@@ -184,27 +185,34 @@ class Invocations:
 
     # -- records ---------------------------------------------------------------------
 
-    async def get(self, invocation_id: str, wait_s: float = 0.0) -> InvocationRecord:
-        """The record; with ``wait_s``, once it is final or ``wait_s`` has passed."""
+    async def get(self, invocation_id: str, wait_s: float = 0.0,
+                  scope: RecordScope | None = None) -> InvocationRecord:
+        """The record; with ``wait_s``, once it is final or ``wait_s`` has passed.
+        Outside ``scope`` a record is ``NotFound``, exactly like an unknown id."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
         while True:
             record = self.live.get(invocation_id)
             if record is None:
                 record = await self.store.get(invocation_id)
+            if scope is not None and not scope.sees(record):
+                raise NotFound(f"no invocation {invocation_id}")
             remaining = deadline - loop.time()
             if record.final or remaining <= 0:
                 return record
             await self.live.wait(invocation_id, min(remaining, WAIT_POLL_S))
 
     async def list_records(self, *, function_id: str | None = None, status: str | None = None,
-                   since: int | None = None, limit: int = 50,
-                   cursor: str | None = None) -> InvocationPage:
+                   since: int | None = None, limit: int = 50, cursor: str | None = None,
+                   scope: RecordScope | None = None) -> InvocationPage:
         # Taken before the query: a sync call whose record is written while the query
         # runs leaves the live calls then, and must still be found in one or the other.
-        running = list(self.live.calls.values())
-        page = await self.store.list_records(function_id=function_id, status=status,
-                                             since=since, limit=limit, cursor=cursor)
+        running = [call for call in self.live.calls.values()
+                   if scope is None or scope.sees(call.record)]
+        page = await self.store.list_records(
+            function_id=function_id, status=status, since=since, limit=limit, cursor=cursor,
+            tenant=None if scope is None else scope.tenant,
+            caller=None if scope is None else scope.caller)
         return self._with_live_sync(page, running, function_id, status, since, limit, cursor)
 
     def _with_live_sync(self, page: InvocationPage, running: list[LiveCall],
@@ -229,8 +237,11 @@ class Invocations:
         return InvocationPage(items, encode_record_cursor(items[-1].accepted_at, items[-1].id)
                               if more else None)
 
-    async def cancel(self, invocation_id: str) -> InvocationRecord:
+    async def cancel(self, invocation_id: str,
+                     scope: RecordScope | None = None) -> InvocationRecord:
         """Cancel a queued or running call (its sandbox is killed); ``Conflict`` if final."""
+        if scope is not None:
+            await self.get(invocation_id, scope=scope)
         live = self.live.calls.get(invocation_id)
         if live is not None and live.record.mode == "sync":
             if live.record.final:

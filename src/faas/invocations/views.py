@@ -7,6 +7,7 @@ from typing import Any
 
 from faas.functions.views import iso as function_iso
 from faas.store.invocation_records import InvocationRecord
+from faas.tenancy.principal import unqualify
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -27,7 +28,7 @@ def record_json(record: InvocationRecord, *, output: bool = True) -> dict[str, A
     body: dict[str, Any] = {
         "id": record.id,
         "request_id": record.request_id,
-        "function_id": record.function_id,
+        "function_id": unqualify(record.function_id),
         "version": record.version,
         "mode": record.mode,
         "status": record.status,

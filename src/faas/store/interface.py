@@ -52,8 +52,10 @@ class Store(Protocol):
 
     async def list_functions(self, *, labels: Mapping[str, str] | None = None,
                              limit: int = DEFAULT_PAGE_SIZE,
-                             cursor: str | None = None) -> Page:
+                             cursor: str | None = None, tenant: str | None = None) -> Page:
         """Live functions ordered by id, ``limit`` (1..MAX_PAGE_SIZE) at a time.
+
+        ``tenant``: only that tenant's functions (qualified ids ``<tenant>/<name>``).
 
         ``labels``: only functions whose latest version has every one of
         these labels (at most ``MAX_LABEL_FILTERS``). ``cursor``: the

@@ -304,15 +304,20 @@ class SqlInvocations(InvocationUpkeep):
         return await self._read(read)
 
     async def list_records(self, *, function_id: str | None = None, status: str | None = None,
-                   since: int | None = None, limit: int = 50,
-                   cursor: str | None = None) -> InvocationPage:
+                   since: int | None = None, limit: int = 50, cursor: str | None = None,
+                   tenant: str | None = None, caller: str | None = None) -> InvocationPage:
         """Records newest first (by acceptance), ``limit`` (1..MAX_RECORD_PAGE) at a time;
-        output columns are left out (empty)."""
+        output columns are left out (empty). ``tenant``/``caller``: only that tenant's,
+        only that key's."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not (
                 1 <= limit <= MAX_RECORD_PAGE):
             raise ValidationError(f"limit must be an integer from 1 to {MAX_RECORD_PAGE}")
         columns = [c for c in invocations.c if c.name not in ("stdout", "stderr", "request")]
         query = select(*columns)
+        if tenant is not None:
+            query = query.where(invocations.c.tenant == tenant)
+        if caller is not None:
+            query = query.where(invocations.c.caller == caller)
         if function_id is not None:
             query = query.where(invocations.c.function_id == function_id)
         if status is not None:

@@ -217,7 +217,7 @@ class SqlStore:
 
     async def list_functions(self, *, labels: Mapping[str, str] | None = None,
                              limit: int = DEFAULT_PAGE_SIZE,
-                             cursor: str | None = None) -> Page:
+                             cursor: str | None = None, tenant: str | None = None) -> Page:
         if isinstance(limit, bool) or not isinstance(limit, int) or not (
                 1 <= limit <= MAX_PAGE_SIZE):
             raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE_SIZE}")
@@ -231,6 +231,9 @@ class SqlStore:
             query = query.where(functions.c.id.in_(
                 select(function_labels.c.function_id).where(
                     function_labels.c.label_key == key, function_labels.c.label_value == value)))
+        if tenant is not None:
+            # The tenant's qualified ids, "<tenant>/...": '0' is the byte after '/'.
+            query = query.where(functions.c.id >= f"{tenant}/", functions.c.id < f"{tenant}0")
         if cursor is not None:
             query = query.where(functions.c.id > decode_cursor(cursor))
         query = query.order_by(functions.c.id).limit(limit + 1)

@@ -27,6 +27,7 @@ from faas.errors import FaasError, InvalidSpec, ValidationError, platform_failur
 from faas.functions import MAX_SPEC_BYTES, parse_spec
 from faas.functions.spec import CONTENT_TYPE, MAX_FUNCTION_CONCURRENCY
 from faas.functions.views import function_json, summary_json, version_json
+from faas.gateway.auth import current_principal
 from faas.gateway.body import (
     ClientGone,
     declared_length,
@@ -46,6 +47,7 @@ from faas.gateway.schemas import (
     FunctionVersionAnswer,
     SpecProblems,
 )
+from faas.gateway.tenant_scope import audit, owned
 from faas.logs import clip
 from faas.models import MAX_ARGS, MAX_ENV_VARS
 from faas.store import (
@@ -61,6 +63,7 @@ from faas.store.records import (
     MAX_LABELS,
     MAX_VERSION,
 )
+from faas.tenancy.principal import qualify
 
 log = logging.getLogger("faas.gateway")
 #: Multipart framing around the spec and the bundle: boundaries, part headers.
@@ -160,10 +163,12 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
     async def put_function(request: Request) -> Response:
         reservation = None
         try:
-            function_id = request.path_params["function_id"]
-            if not FUNCTION_ID_PATTERN.fullmatch(function_id):
+            name = request.path_params["function_id"]
+            if not FUNCTION_ID_PATTERN.fullmatch(name):
                 raise ValidationError("function_id must be 1-128 of [A-Za-z0-9._-], starting "
                                       "with a letter or digit")
+            principal = current_principal()
+            function_id = qualify(principal.tenant, name)
             functions = gateway.deployed()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + settings.http_read_timeout_s
@@ -184,6 +189,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                                            "a bundle as multipart/form-data")
             version = await functions.store.put_function(function_id, spec)
             functions.recent.forget(function_id)
+            await audit(gateway, principal, "function.deploy", name, f"version={version.version}")
             return OrjsonResponse(version_json(version), status_code=201)
         except ClientGone:
             return Response(status_code=499)
@@ -227,7 +233,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                     raise ValidationError("label filters are KEY=VALUE")
                 filters[key] = value
             page = await gateway.deployed().store.list_functions(
-                labels=filters, limit=limit, cursor=cursor)
+                labels=filters, limit=limit, cursor=cursor, tenant=current_principal().tenant)
             return OrjsonResponse({"items": [summary_json(i) for i in page.items],
                                    "next_cursor": page.next_cursor})
         except FaasError as exc:
@@ -240,7 +246,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
              responses=found)
     async def get_function(function_id: DeployedId) -> Response:
         try:
-            info = await gateway.deployed().store.get_function(function_id)
+            info = await gateway.deployed().store.get_function(owned(function_id))
             return OrjsonResponse(function_json(info))
         except FaasError as exc:
             return _failure(exc)
@@ -251,7 +257,8 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
     async def get_version(function_id: DeployedId,
                           version: Annotated[int, Path(ge=1, le=MAX_VERSION)]) -> Response:
         try:
-            found_version = await gateway.deployed().store.get_version(function_id, version)
+            found_version = await gateway.deployed().store.get_version(owned(function_id),
+                                                                       version)
             return OrjsonResponse(version_json(found_version))
         except FaasError as exc:
             return _failure(exc)
@@ -261,10 +268,13 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                 response_class=Response, responses=found)
     async def delete_function(function_id: DeployedId) -> Response:
         try:
+            principal, name = current_principal(), function_id
+            function_id = qualify(principal.tenant, name)
             functions = gateway.deployed()
             functions.recent.forget(function_id)  # before too: no call starts from it meanwhile
             await functions.store.delete_function(function_id)
             functions.recent.forget(function_id)
+            await audit(gateway, principal, "function.delete", name)
             return Response(status_code=204)
         except FaasError as exc:
             return _failure(exc)

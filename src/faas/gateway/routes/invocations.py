@@ -3,7 +3,8 @@
 ``GET /invocations/{id}?wait=S`` answers at once for a final record, else
 when it becomes final or after S seconds (at most 60), with whatever state
 it has then. ``GET /invocations`` pages through records newest first,
-filtered by function, status and acceptance time. ``DELETE`` cancels a
+filtered by function, status and acceptance time. A caller sees its tenant's
+records only (an invoker only those its own key made); any other id is 404. ``DELETE`` cancels a
 queued or running call (a running one's sandbox is killed): 409 once final.
 """
 
@@ -17,12 +18,16 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from faas.errors import FaasError, ValidationError
+from faas.gateway.auth import current_principal
 from faas.gateway.context import Gateway
 from faas.gateway.responses import OrjsonResponse, failure_response
 from faas.gateway.schemas import ErrorBody, InvocationAnswer, InvocationList
+from faas.gateway.tenant_scope import owned
+from faas.invocations.live import RecordScope
 from faas.invocations.service import MAX_WAIT_S
 from faas.invocations.views import record_json
 from faas.store.invocation_records import DEFAULT_RECORD_PAGE, MAX_RECORD_PAGE, STATUSES
+from faas.tenancy.principal import Role
 
 InvocationId = Annotated[str, Path(description="32 hex digits", pattern="^[0-9a-f]{32}$")]
 Wait = Annotated[float, Query(ge=0, le=MAX_WAIT_S, allow_inf_nan=False,
@@ -58,10 +63,17 @@ def parse_since(raw: str) -> int:
         raise ValidationError("since must be ISO 8601 or epoch seconds") from None
 
 
+def record_scope() -> RecordScope:
+    """The caller's records: its tenant's; an invoker's, only those its key made."""
+    principal = current_principal()
+    return RecordScope(principal.tenant,
+                       principal.key_id if principal.role == Role.INVOKER else None)
+
+
 def add_routes(api: APIRouter, gateway: Gateway) -> None:
     async def get_invocation(invocation_id: InvocationId, wait: Wait = 0.0) -> Response:
         try:
-            record = await gateway.records().get(invocation_id, wait)
+            record = await gateway.records().get(invocation_id, wait, scope=record_scope())
         except FaasError as exc:
             return failure_response(exc, "")
         return OrjsonResponse(record_json(record))
@@ -73,7 +85,8 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             if status is not None and status not in STATUSES:
                 raise ValidationError(f"status must be one of {', '.join(STATUSES)}")
             page = await gateway.records().list_records(
-                function_id=function, status=status,
+                function_id=None if function is None else owned(function), status=status,
+                scope=record_scope(),
                 since=None if since is None else parse_since(since), limit=limit,
                 cursor=cursor)
         except FaasError as exc:
@@ -83,7 +96,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
 
     async def cancel_invocation(invocation_id: InvocationId) -> Response:
         try:
-            record = await gateway.records().cancel(invocation_id)
+            record = await gateway.records().cancel(invocation_id, scope=record_scope())
         except FaasError as exc:
             return failure_response(exc, "")
         return OrjsonResponse(record_json(record))

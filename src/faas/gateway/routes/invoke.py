@@ -48,6 +48,7 @@ from faas.errors import (
 )
 from faas.functions import deployed_request
 from faas.gateway.async_call import accepted, async_options, wants_async
+from faas.gateway.auth import current_principal
 from faas.gateway.body import (
     ClientGone,
     declared_length,
@@ -64,6 +65,7 @@ from faas.gateway.schemas import Accepted, ErrorBody, InvokeResult, TimedOut
 from faas.logs import request_id_var
 from faas.models import InvokeRequest
 from faas.store.records import MAX_VERSION
+from faas.tenancy.principal import qualify
 
 log = logging.getLogger("faas.gateway")
 
@@ -167,6 +169,8 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             function_id = request.path_params["function_id"]
             if not _FUNCTION_ID.fullmatch(function_id):
                 raise ValidationError("function_id must be 1-128 of [A-Za-z0-9._-]")
+            caller = current_principal()
+            function_id = qualify(caller.tenant, function_id)
             deployed = await find_deployed(gateway, function_id, pinned_version(request))
             if deployed is None and not settings.allow_adhoc:
                 raise NotFound("function not deployed")
@@ -196,13 +200,14 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                 gateway.orchestrator.check(function_id, invoke_request)
                 invocation_id, created = await gateway.records().accept(
                     function_id, invoke_request, request_id, deployed,
-                    callback_url=options.callback_url, idempotency_key=options.idempotency_key)
+                    callback_url=options.callback_url, idempotency_key=options.idempotency_key,
+                    caller=caller.key_id)
                 status = "queued" if created else (
                     await gateway.records().get(invocation_id)).status
                 return accepted(invocation_id, request_id, status, replayed=not created)
             headers = {"x-request-id": request_id}
             result = await run_call(request, gateway, function_id, invoke_request, request_id,
-                                    deployed, headers)
+                                    deployed, headers, caller=caller.key_id)
             del invoke_request
             if result is None:
                 return Response(status_code=499)

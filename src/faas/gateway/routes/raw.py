@@ -28,6 +28,7 @@ from starlette.responses import Response
 from faas.errors import FaasError, InvocationTimeout, NotFound, ValidationError
 from faas.functions import deployed_request
 from faas.functions.spec import DEFAULT_CONTENT_TYPE
+from faas.gateway.auth import current_principal
 from faas.gateway.body import ClientGone, declared_length, read_body
 from faas.gateway.calls import find_deployed, pinned_version, run_call
 from faas.gateway.context import Gateway
@@ -37,6 +38,7 @@ from faas.gateway.routes.functions import DeployedId
 from faas.gateway.routes.invoke import RESPONSES, RequestId, Version
 from faas.logs import request_id_var
 from faas.models import InvocationResult
+from faas.tenancy.principal import qualify
 
 MAX_QUERY_BYTES = 4096
 MAX_HEADER_BYTES = 256
@@ -94,7 +96,8 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
         reservation = None
         content_type = DEFAULT_CONTENT_TYPE
         try:
-            function_id = request.path_params["function_id"]
+            caller = current_principal()
+            function_id = qualify(caller.tenant, request.path_params["function_id"])
             deployed = await find_deployed(gateway, function_id, pinned_version(request))
             if deployed is None:
                 raise NotFound("function not deployed")
@@ -109,7 +112,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             invoke_request = deployed_request(deployed.spec, {"env_vars": env}, settings)
             result = await run_call(request, gateway, function_id,
                                     invoke_request.model_copy(update={"payload": stdin}),
-                                    request_id, deployed)
+                                    request_id, deployed, caller=caller.key_id)
             if result is None:
                 return Response(status_code=499)
             return answer(result, 200 if result.error is None else 500, content_type,
