@@ -11,6 +11,7 @@ from faas.gateway.budget import ByteBudget
 from faas.invocations.service import Invocations
 from faas.orchestrator import Orchestrator
 from faas.tenancy.authenticator import Authenticator
+from faas.tenancy.enforcement import TenantQuotas
 
 
 @dataclass(slots=True)
@@ -31,6 +32,14 @@ class Gateway:
     invocations: Invocations | None = None
     #: Who is calling (keys, open mode); set by ``create_app``.
     authenticator: Authenticator | None = None
+    #: Each tenant's quotas (``faas.tenancy.enforcement``); set by ``create_app``.
+    quotas: TenantQuotas | None = None
+
+    def tenant_quotas(self) -> TenantQuotas:
+        """The quotas' enforcement (the server's defaults only, if none was set)."""
+        if self.quotas is None:
+            self.quotas = TenantQuotas(self.settings)
+        return self.quotas
 
     def records(self) -> Invocations:
         """The invocation records, or ``StoreUnavailable`` (503) if this app keeps none."""

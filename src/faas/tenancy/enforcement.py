@@ -7,7 +7,8 @@ What the routes call, and what each answers when over a quota:
                               concurrency slot held for the whole run (429, Retry-After 1)
     take_token(principal)     the rate token alone (an async call at accept)
     check_call(principal, ..) the call's resolved memory, vCPUs, timeout within the
-                              tenant's per-call maxima (400 naming the limit)
+                              tenant's per-call maxima (400 naming the limit);
+                              ``check_request`` resolves them from an ``InvokeRequest``
     check_deploy(principal,..) live functions and packed bundle bytes of the tenant, a
                               redeploy replacing its function's bytes (403 quota exceeded)
     max_queued(principal)     the queued async calls the tenant may have (the store
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 from faas.config import Settings
 from faas.errors import AdmissionRejected, NotFound, QuotaExceeded, ValidationError
+from faas.models import InvokeRequest
 from faas.store.tenant_records import Tenant
 from faas.tenancy.limiter import Limiter, retry_after
 from faas.tenancy.principal import Principal
@@ -127,17 +129,26 @@ class TenantQuotas:
 
     async def check_call(self, principal: Principal, memory_mb: int, vcpus: int,
                          timeout_s: float) -> None:
-        """The call's resolved limits within the tenant's per-call maxima; else a 400."""
-        quotas = await self.quotas(principal.tenant)
-        if memory_mb > quotas.max_memory_mb:
-            raise ValidationError(f"memory_mb {memory_mb} exceeds the tenant's maximum "
-                                  f"{quotas.max_memory_mb} (quota max_memory_mb)")
-        if vcpus > quotas.max_vcpus:
-            raise ValidationError(f"vcpus {vcpus} exceeds the tenant's maximum "
-                                  f"{quotas.max_vcpus} (quota max_vcpus)")
-        if timeout_s > quotas.max_timeout_s:
-            raise ValidationError(f"timeout_s {timeout_s:g} exceeds the tenant's maximum "
-                                  f"{quotas.max_timeout_s:g} (quota max_timeout_s)")
+        """The call's resolved limits within the tenant's per-call maxima; else a 400.
+
+        A maximum at (or above) the server's own is left to the orchestrator, whose
+        400 says the same as on a server without tenants.
+        """
+        quotas, s = await self.quotas(principal.tenant), self.settings
+        for name, value, limit, server in (
+                ("memory_mb", memory_mb, quotas.max_memory_mb, s.max_memory_mb),
+                ("vcpus", vcpus, quotas.max_vcpus, s.max_vcpus),
+                ("timeout_s", timeout_s, quotas.max_timeout_s, s.max_timeout_s)):
+            if value > limit and limit < server:
+                raise ValidationError(f"{name} {value:g} exceeds the tenant's maximum "
+                                      f"{limit:g} (quota max_{name})")
+
+    async def check_request(self, principal: Principal, request: InvokeRequest) -> None:
+        """``check_call`` on the values the orchestrator resolves for ``request`` (its
+        defaults for what the request leaves out, as ``Orchestrator.build_spec``)."""
+        s = self.settings
+        await self.check_call(principal, request.memory_mb or s.default_memory_mb,
+                              request.vcpus or 1, request.timeout_s or s.default_timeout_s)
 
     async def max_queued(self, principal: Principal) -> int:
         """How many async calls the caller's tenant may have queued."""
