@@ -15,7 +15,9 @@ phases, ``--rounds`` times (the phases alternate so host drift hits all alike):
 It prints B's p50/p90/p99 in each phase, what A got (statuses), and the issue's target:
 one tenant flooding at 10x its quota must not raise another tenant's p99 by more than
 20% (B's p99 (c)/(b) <= 1.20); (c)/(a) is printed for information. The load is sent
-with ``common.RawClient`` (httpx's CPU per request would cap the rate on 2 cores).
+with ``common.RawClient`` (httpx's CPU per request would cap the rate on 2 cores);
+A's calls come from a process of their own, so that B's latency is not measured
+through the event loop that sends A's flood.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -101,26 +104,51 @@ async def a_traffic(client: RawClient, auth: dict[str, str], per_s: float,
         await asyncio.wait(pending, timeout=30)
 
 
+def a_process(url: str, key: str, per_s: float, ready: Any, stop: Any, out: Any) -> None:
+    """Tenant A's traffic in a process of its own (so B's client loop is not A's too)."""
+    async def run() -> None:
+        client = raw_client(url)
+        statuses: Counter[str] = Counter()
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            await asyncio.to_thread(stop.wait)
+            done.set()
+
+        watcher = asyncio.ensure_future(watch())
+        ready.set()
+        started = time.perf_counter()
+        await a_traffic(client, {"Authorization": f"Bearer {key}"}, per_s, done, statuses)
+        await watcher
+        await client.aclose()
+        out.put((dict(statuses), time.perf_counter() - started))
+    asyncio.run(run())
+
+
 async def phase(url: str, keys: dict[str, str], n: int, concurrency: int,
                 a_per_s: float | None) -> tuple[list[float], Counter[str], float]:
-    """B's ``n`` calls (latencies, ms) while A sends ``a_per_s`` calls/s (None: silent)."""
-    b_client, a_client = raw_client(url), raw_client(url)
+    """B's ``n`` calls (latencies, ms) while A sends ``a_per_s`` calls/s (None: silent);
+    A's statuses and the seconds it sent for."""
+    b_client = raw_client(url)
     b_auth = {"Authorization": f"Bearer {keys['b']}"}
-    a_auth = {"Authorization": f"Bearer {keys['a']}"}
     statuses: Counter[str] = Counter()
-    stop = asyncio.Event()
+    wall = 0.0
+    context = multiprocessing.get_context("spawn")
+    ready, stop, out = context.Event(), context.Event(), context.Queue()
     flood = None
-    started = time.perf_counter()
     if a_per_s is not None:
-        flood = asyncio.ensure_future(a_traffic(a_client, a_auth, a_per_s, stop, statuses))
-        await asyncio.sleep(0.5)  # A's load is steady before B is measured
+        flood = context.Process(target=a_process,
+                                args=(url, keys["a"], a_per_s, ready, stop, out))
+        flood.start()
+        await asyncio.to_thread(ready.wait, 60)  # the process has started (its imports)
+        await asyncio.sleep(1.0)  # and A's load is steady before B is measured
     lat, _ = await load(partial(b_call, b_client, b_auth), n, concurrency)
     stop.set()
     if flood is not None:
-        await flood
-    wall = time.perf_counter() - started
+        got, wall = await asyncio.to_thread(out.get, True, 60)
+        statuses.update(got)
+        await asyncio.to_thread(flood.join, 30)
     await b_client.aclose()
-    await a_client.aclose()
     return lat, statuses, wall
 
 
