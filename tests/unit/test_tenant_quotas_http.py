@@ -94,14 +94,17 @@ async def running(world: World, count: int) -> None:
 
 async def test_over_its_rate_a_tenant_gets_429_while_another_gets_200(tmp_path: Path) -> None:
     async with world(tmp_path, {"a": {"rate_per_s": 0.2, "burst": 2}}) as w:
-        assert [(await invoke(w["a"])).status_code for _ in range(2)] == [200, 200]
-        over = await invoke(w["a"])
+        # Deployed (a deploy takes no token), so that a raw call would run if let in.
+        r = await w["a"].put("/functions/fn", json={"command": ["true"]})
+        assert r.status_code == 201, r.text
+        assert [(await invoke(w["a"], {})).status_code for _ in range(2)] == [200, 200]
+        over = await invoke(w["a"], {})
         assert over.status_code == 429, over.text
         assert "rate quota" in over.json()["error"]
         assert over.headers["retry-after"] == "5"  # one token every 5 s
         assert (await invoke(w["b"])).status_code == 200  # the same moment, b is served
         # An async call spends the same tokens, and raw calls too.
-        assert (await invoke(w["a"], headers=ASYNC)).status_code == 429
+        assert (await invoke(w["a"], {}, headers=ASYNC)).status_code == 429
         assert (await w["a"].post("/function/fn", content=b"x")).status_code == 429
 
 
