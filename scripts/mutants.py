@@ -37,8 +37,8 @@ Usage::
 Tests that start sandboxes check that no sandbox process is left on the host,
 so two runs on the same host (``--jobs 2``, or another test run) can see each
 other's sandboxes: run one at a time unless the host is otherwise idle. The
-mutants whose tests are all in-process (``tests/unit``, ``tests/store``: no
-sandbox, no server) run in a second lane beside them.
+mutants whose tests are all in-process (``tests/unit``, ``tests/store``, the
+tenancy tests: no sandbox, no server) run in a second lane beside them.
 """
 
 from __future__ import annotations
@@ -441,7 +441,8 @@ def baseline(mutants: list[Mutant], workdir: Path, limit_s: float) -> str | None
 
 #: Test folders whose tests run in the pytest process only (fakes, SQLite, a private
 #: PostgreSQL): their mutants may run beside one that starts sandboxes.
-IN_PROCESS_TESTS = ("tests/unit/", "tests/store/")
+IN_PROCESS_TESTS = ("tests/unit/", "tests/store/", "tests/security/test_tenancy.py",
+                    "tests/security/test_key_timing.py")
 
 
 def in_process(mutant: Mutant) -> bool:

@@ -314,7 +314,7 @@ async def test_metrics_label_deployed_ids_only(api: Api) -> None:
     await asyncio.sleep(0.2)
     text = (await api.client.get("/metrics")).text
     assert metric_value(text, "faas_function_invocations_total",
-                        'function="dep",outcome="error"') == 1
+                        'function="default/dep",outcome="error"') == 1
     assert metric_value(text, "faas_function_invocations_total",
                         'function="adhoc",outcome="ok"') == 3
     assert "random-" not in text
@@ -332,7 +332,7 @@ async def test_a_count_the_store_cannot_write_never_fails_the_call(
     r = await api.invoke("counted")
     assert r.status_code == 200 and r.json()["stdout"] == "ran\n"
     await asyncio.sleep(0.1)
-    assert "could not count an invocation of counted v1 (ok)" in caplog.text
+    assert "could not count an invocation of default/counted v1 (ok)" in caplog.text
 
 
 # -- the raw route ----------------------------------------------------------------

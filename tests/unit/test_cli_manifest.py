@@ -26,6 +26,7 @@ max_concurrency = 4
 description = "says hello"
 content_type = "application/json"
 exclude = ["tests", "docs/*.png"]
+secrets = ["db-password"]
 
 [function.labels]
 team = "web"
@@ -42,7 +43,8 @@ def test_every_documented_key_is_read() -> None:
         "command": ["python3", "/function/handler.py"], "executor": "sandbox",
         "image": "python:3.12", "timeout_s": 2.5, "memory_mb": 128, "vcpus": 1,
         "max_concurrency": 4, "description": "says hello", "content_type": "application/json",
-        "labels": {"team": "web"}, "env_vars": {"GREETING": "hi"}}
+        "labels": {"team": "web"}, "env_vars": {"GREETING": "hi"},
+        "secrets": ["db-password"]}
 
 
 def test_the_module_docstring_example_is_a_valid_manifest() -> None:

@@ -88,3 +88,25 @@ def test_the_callers_env_goes_over_the_functions() -> None:
 def test_what_a_caller_may_not_do(body: dict[str, Any], words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         deployed_request(SPEC, body, SETTINGS)
+
+
+def test_a_spec_lists_the_secrets_its_calls_get() -> None:
+    spec = parse_spec({"command": ["x"], "secrets": ["db-password", "API_TOKEN"]}, SETTINGS,
+                      EXECUTORS)
+    assert spec.secrets == ("db-password", "API_TOKEN")
+    assert parse_spec({"command": ["x"]}, SETTINGS, EXECUTORS).secrets == ()
+
+
+@pytest.mark.parametrize("secrets", [
+    "db-password", ["a", "a"], ["../etc"], [".hidden"], ["a/b"], [""], ["x" * 65], [1],
+    [f"s{i}" for i in range(33)], {"a": "b"},
+])
+def test_bad_secret_lists_are_named(secrets: Any) -> None:
+    assert [p.split(":")[0] for p in problems({"command": ["x"], "secrets": secrets})] == [
+        "secrets"]
+
+
+@pytest.mark.parametrize("body", [{"secrets": ["db"]}, {"secrets": []}])
+def test_a_caller_cannot_name_secrets(body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="secrets"):
+        deployed_request(SPEC, body, SETTINGS)

@@ -7,8 +7,8 @@
     invocations ls|show|wait|cancel
                                    faas.cli.invocations  the records of calls (invoke --async)
     new python NAME                faas.cli.new        a function folder to start from
-    admin create-tenant|create-key|list-keys|revoke-key|set-quotas|list-tenants
-                                   faas.cli.admin      on the store directly (bootstrap)
+    admin create-tenant|create-key|list-keys|revoke-key|set-quotas|list-tenants|
+          rotate-secret-key        faas.cli.admin      on the store directly (bootstrap)
 
 Client commands find the server from ``--url``, ``FAAS_URL``, or the address
 ``faas serve`` would listen on (``faas.client.url``); their exit statuses are

@@ -6,6 +6,13 @@ same operations exist over HTTP for admins (``faas.gateway.routes.admin``).
 The store is the one ``faas serve`` uses (``FAAS_DATABASE_URL``, else SQLite
 in ``FAAS_DATA_DIR``). A new key is printed once (or written 0600 to
 ``--out``), never stored.
+
+``rotate-secret-key [--new-key-file F]`` re-encrypts every secret under a new
+master key in one transaction. With the key file (no ``FAAS_SECRET_KEY``)
+the new key is made at random and replaces ``<data_dir>/secret.key``; a
+crash at any step leaves a state the next start settles. With
+``FAAS_SECRET_KEY``, F holds the new key's base64 and the variable must be
+set to it before servers restart.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from faas.config import Settings
@@ -56,6 +64,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     tenants = commands.add_parser("list-tenants", help="every tenant")
     tenants.set_defaults(fn=_run(_list_tenants))
+
+    rotate = commands.add_parser(
+        "rotate-secret-key", help="re-encrypt every secret under a new master key")
+    rotate.add_argument("--new-key-file", type=Path, metavar="F",
+                        help="a file holding the new key's base64 (32 bytes); required "
+                             "when FAAS_SECRET_KEY is set")
+    rotate.set_defaults(fn=_run(_rotate_secret_key))
 
 
 Command = Callable[[Store, argparse.Namespace], Awaitable[int]]
@@ -135,4 +150,19 @@ async def _revoke_key(store: Store, args: argparse.Namespace) -> int:
 
 async def _list_tenants(store: Store, args: argparse.Namespace) -> int:
     _print([admin.tenant_json(t) for t in await store.tenants.list_tenants()])
+    return 0
+
+
+async def _rotate_secret_key(store: Store, args: argparse.Namespace) -> int:
+    from faas.secrets.rotation import read_new_key, rotate_master_key
+
+    new_key = None if args.new_key_file is None else read_new_key(args.new_key_file)
+    done = await rotate_master_key(Settings.from_env(), store, new_key)
+    print(f"re-encrypted {done.rows} secrets: master key {done.old_key_id} -> "
+          f"{done.new_key_id}")
+    if done.from_env:
+        print(f"now set FAAS_SECRET_KEY to the key in {args.new_key_file} and restart "
+              "every server; until then they cannot open the secrets")
+    else:
+        print("servers running now load the new key when they next open a secret")
     return 0

@@ -16,6 +16,7 @@ accepted, so a typo is an error rather than a silently ignored setting::
     description = "says hello"
     content_type = "application/json"   # what POST /function/{id} answers with
     exclude = ["tests", "*.md"]         # globs left out of the bundle, besides the defaults
+    secrets = ["db-password"]           # the tenant's secrets, files under /run/secrets
 
     [function.labels]
     team = "web"
@@ -48,7 +49,8 @@ DEFAULT_EXCLUDE = (".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv
 _STRINGS = ("name", "executor", "image", "description", "content_type")
 _POSITIVE_INTS = ("memory_mb", "vcpus", "max_concurrency")
 _TABLES = {"labels": "labels", "env": "env_vars"}
-KEYS = frozenset((*_STRINGS, *_POSITIVE_INTS, *_TABLES, "command", "timeout_s", "exclude"))
+KEYS = frozenset((*_STRINGS, *_POSITIVE_INTS, *_TABLES, "command", "timeout_s", "exclude",
+                  "secrets"))
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ def _problem(key: str, value: Any) -> str | None:
     if key == "exclude":
         ok = isinstance(value, list) and all(isinstance(g, str) and g for g in value)
         return None if ok else "must be a list of non-empty glob strings"
+    if key == "secrets":
+        ok = isinstance(value, list) and all(isinstance(n, str) and n for n in value)
+        return None if ok else 'must be a list of secret names, e.g. ["db-password"]'
     # labels, env
     ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
     return None if ok else "must be a table of string values"

@@ -26,6 +26,7 @@ from faas.models import (
     MAX_ENV_VARS,
     MAX_NAME_BYTES,
 )
+from faas.secrets.names import MAX_SECRETS_PER_FUNCTION, SECRET_NAME_PATTERN
 from faas.store import BundleRef, FunctionSpec
 from faas.store.records import MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS
 
@@ -37,7 +38,7 @@ MAX_FUNCTION_CONCURRENCY = 1_000_000
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 KEYS = ("command", "image", "executor", "env_vars", "timeout_s", "memory_mb", "vcpus",
         "max_concurrency", "description", "labels", "content_type", "max_attempts",
-        "retry_timeouts", "retry_failures")
+        "retry_timeouts", "retry_failures", "secrets")
 #: Most attempts a function may ask for per call.
 MAX_ATTEMPTS = 10
 
@@ -152,6 +153,21 @@ class _Checker:
             return False
         return value
 
+    def secrets(self, value: Any) -> tuple[str, ...]:
+        """Names of the tenant's secrets (whether they exist is known only at call time)."""
+        if value is None:
+            return ()
+        if (not isinstance(value, list) or len(value) > MAX_SECRETS_PER_FUNCTION
+                or not all(isinstance(name, str) for name in value)):
+            self.bad("secrets", f"must be a list of at most {MAX_SECRETS_PER_FUNCTION} names")
+            return ()
+        if not all(SECRET_NAME_PATTERN.fullmatch(name) for name in value):
+            self.bad("secrets", "a name is 1-64 of [A-Za-z0-9_-], starting with a letter or "
+                                "digit")
+        if len(set(value)) != len(value):
+            self.bad("secrets", "names must be unique")
+        return tuple(value)
+
     def content_type(self, value: Any) -> str | None:
         if value is None:
             return None
@@ -193,6 +209,7 @@ def parse_spec(data: Any, settings: Settings, executors: Collection[str],
         "max_attempts": number("max_attempts", data.get("max_attempts"), 1, MAX_ATTEMPTS, True),
         "retry_timeouts": check.flag("retry_timeouts", data.get("retry_timeouts")),
         "retry_failures": check.flag("retry_failures", data.get("retry_failures")),
+        "secrets": check.secrets(data.get("secrets")),
     }
     if check.problems:
         raise InvalidSpec(check.problems)

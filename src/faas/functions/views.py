@@ -24,7 +24,7 @@ def spec_json(spec: FunctionSpec) -> dict[str, Any]:
         "max_concurrency": spec.max_concurrency, "description": spec.description,
         "labels": dict(spec.labels), "content_type": spec.content_type or DEFAULT_CONTENT_TYPE,
         "max_attempts": spec.max_attempts, "retry_timeouts": spec.retry_timeouts,
-        "retry_failures": spec.retry_failures,
+        "retry_failures": spec.retry_failures, "secrets": list(spec.secrets),
     }
 
 

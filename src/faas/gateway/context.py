@@ -10,6 +10,7 @@ from faas.functions import Functions
 from faas.gateway.budget import ByteBudget
 from faas.invocations.service import Invocations
 from faas.orchestrator import Orchestrator
+from faas.secrets.service import Secrets
 from faas.tenancy.authenticator import Authenticator
 from faas.tenancy.enforcement import TenantQuotas
 
@@ -32,6 +33,8 @@ class Gateway:
     invocations: Invocations | None = None
     #: Who is calling (keys, open mode); set by ``create_app``.
     authenticator: Authenticator | None = None
+    #: Tenants' secrets (the store and the master key): opened by ``vault()`` on first use.
+    secrets: Secrets | None = None
     #: Each tenant's quotas (``faas.tenancy.enforcement``); set by ``create_app``.
     quotas: TenantQuotas | None = None
 
@@ -52,3 +55,12 @@ class Gateway:
         if self.functions is None:
             raise StoreUnavailable("this server keeps no deployed functions")
         return self.functions
+
+    async def vault(self) -> Secrets:
+        """The tenants' secrets, opened on first use (loading or making the master key);
+        ``StoreUnavailable`` (503) if this app keeps no store."""
+        if self.secrets is None:
+            opened = await Secrets.open(self.settings, self.deployed().store)
+            if self.secrets is None:  # another request may have opened it meanwhile
+                self.secrets = opened
+        return self.secrets

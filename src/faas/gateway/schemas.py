@@ -8,9 +8,13 @@ The request model, ``faas.models.InvokeRequest``, is shared with the orchestrato
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from faas.secrets.names import MAX_SECRETS_PER_FUNCTION, SECRET_NAME_PATTERN, SECRETS_DIR
+
+SecretName = Annotated[str, StringConstraints(pattern=f"^{SECRET_NAME_PATTERN.pattern}$")]
 
 
 class _Answer(BaseModel):
@@ -103,6 +107,11 @@ class FunctionSpecBody(BaseModel):
     retry_timeouts: bool = Field(default=False, description="retry a call that timed out")
     retry_failures: bool = Field(default=False,
                                  description="retry a call whose command exited non-zero")
+    secrets: list[SecretName] = Field(
+        default_factory=list, max_length=MAX_SECRETS_PER_FUNCTION,
+        json_schema_extra={"uniqueItems": True},
+        description=f"names of the tenant's secrets each call gets, as files under "
+                    f"{SECRETS_DIR} (set with PUT /secrets/{{name}})")
 
 
 class SpecAnswer(_Answer):
@@ -122,6 +131,7 @@ class SpecAnswer(_Answer):
     max_attempts: int | None
     retry_timeouts: bool
     retry_failures: bool
+    secrets: list[str]
 
 
 class BundleAnswer(_Answer):
@@ -216,3 +226,25 @@ class InvocationAnswer(InvocationSummary):
 class InvocationList(_Answer):
     items: list[InvocationSummary]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class SecretValueBody(BaseModel):
+    """``PUT /secrets/{name}``: the value, as text or as base64 (exactly one of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str | None = Field(default=None, description="the value as text (stored as UTF-8)")
+    value_base64: str | None = Field(default=None, description="the value's bytes, base64")
+
+
+class SecretAnswer(_Answer):
+    """What may be said of a secret. Values are write-only: no answer ever holds one."""
+
+    name: str
+    size: int = Field(description="the value's length in bytes")
+    created_at: str = Field(description="ISO 8601, UTC")
+    updated_at: str = Field(description="ISO 8601, UTC")
+
+
+class SecretList(_Answer):
+    items: list[SecretAnswer]

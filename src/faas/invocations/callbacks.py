@@ -23,13 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import errno
 import hashlib
 import hmac
 import logging
-import os
 import random
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,13 +35,14 @@ from typing import Protocol
 
 import httpx
 
-from faas.errors import FaasError, ShuttingDown, StoreUnavailable, ValidationError
+from faas.errors import FaasError, ShuttingDown, ValidationError
 from faas.invocations.callback_url import (
     CallbackUrl,
     IPAddress,
     check_callback_target,
     parse_callback_url,
 )
+from faas.keyfile import load_or_create_key_file
 
 log = logging.getLogger("faas.callbacks")
 
@@ -71,7 +69,8 @@ def load_callback_key(data_dir: Path, configured: str) -> bytes:
     """``configured`` (FAAS_CALLBACK_KEY) as UTF-8, or ``<data_dir>/callback.key``.
 
     The file holds 32 random bytes and is created, mode 0600, on first use;
-    processes that race to create it all end up with the one that won.
+    processes that race to create it all end up with the one that won
+    (``faas.keyfile``).
     """
     if configured:
         key = configured.encode()
@@ -79,71 +78,7 @@ def load_callback_key(data_dir: Path, configured: str) -> bytes:
             raise ValidationError(f"FAAS_CALLBACK_KEY must be at least "
                                   f"{MIN_CONFIGURED_KEY_BYTES} bytes long")
         return key
-    path = data_dir / KEY_FILE
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    try:
-        return _create_key(data_dir, path)
-    except FileExistsError:
-        return _read_key(path)  # another process created it first
-
-
-def _read_key(path: Path) -> bytes:
-    """The key file's 32 bytes; ``FileNotFoundError`` if there is none."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StoreUnavailable(f"{KEY_FILE} is a symbolic link") from None
-        raise StoreUnavailable(f"{KEY_FILE} cannot be opened ({type(exc).__name__})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StoreUnavailable(f"{KEY_FILE} is not a regular file")
-        if info.st_mode & 0o077:
-            raise StoreUnavailable(f"{KEY_FILE} is readable or writable by group or others "
-                                   f"(make it mode 0600)")
-        key = os.read(fd, KEY_BYTES + 1)
-    except OSError as exc:
-        raise StoreUnavailable(f"{KEY_FILE} cannot be read ({type(exc).__name__})") from None
-    finally:
-        os.close(fd)
-    if len(key) != KEY_BYTES:
-        raise StoreUnavailable(f"{KEY_FILE} does not hold exactly {KEY_BYTES} bytes")
-    return key
-
-
-def _create_key(data_dir: Path, path: Path) -> bytes:
-    """Write a new key to a private temporary file, then link it into place.
-
-    The link fails with ``FileExistsError`` if another process got there
-    first, so nobody ever reads a half-written key.
-    """
-    key = os.urandom(KEY_BYTES)
-    scratch = data_dir / f".{KEY_FILE}.{os.getpid()}.{os.urandom(8).hex()}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(scratch, flags, 0o600)
-        try:
-            if os.write(fd, key) != KEY_BYTES:
-                raise OSError(errno.EIO, "short write")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(scratch, path, follow_symlinks=False)
-        finally:
-            scratch.unlink()
-    except FileExistsError:
-        raise  # only os.link raises it: the scratch name is random
-    except OSError as exc:
-        raise StoreUnavailable(f"{KEY_FILE} cannot be created ({type(exc).__name__})") from None
-    return key
+    return load_or_create_key_file(data_dir / KEY_FILE, KEY_BYTES)
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from faas.store.invocation_store import SqlInvocations
 from faas.store.records import FunctionInfo, FunctionSpec, FunctionVersion, Page
+from faas.store.secret_store import SqlSecrets
 from faas.store.tenant_store import SqlTenants
 
 #: ``list_functions``' page size when none is asked for, and the largest one it serves.
@@ -32,6 +33,8 @@ class Store(Protocol):
     invocations: SqlInvocations
     #: Tenants, API keys and the audit log (one implementation for both engines, too).
     tenants: SqlTenants
+    #: Tenants' secrets, sealed (``faas.secrets`` holds the key; this sees ciphertexts only).
+    secrets: SqlSecrets
 
     async def put_function(self, function_id: str, spec: FunctionSpec) -> FunctionVersion:
         """Store ``spec`` as the function's next version; create the function if needed.

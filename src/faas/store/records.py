@@ -109,6 +109,9 @@ class FunctionSpec:
     max_attempts: int | None = None
     retry_timeouts: bool = False
     retry_failures: bool = False
+    #: names of the tenant's secrets a call of this function carries (the values live
+    #: sealed in the ``secrets`` table; the names are checked by ``parse_spec``)
+    secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         command = tuple(self.command) if isinstance(self.command, list | tuple) else ()
@@ -143,6 +146,10 @@ class FunctionSpec:
         _positive("timeout_s", self.timeout_s)
         if self.timeout_s is not None and self.timeout_s == float("inf"):
             raise ValidationError("timeout_s must be finite")
+        names = tuple(self.secrets) if isinstance(self.secrets, list | tuple) else None
+        if names is None or not all(isinstance(name, str) for name in names):
+            raise ValidationError("secrets must be a list of names")
+        object.__setattr__(self, "secrets", names)
         if self.bundle is not None and not isinstance(self.bundle, BundleRef):
             raise ValidationError("bundle must be a BundleRef")
 
@@ -217,6 +224,7 @@ def spec_to_json(spec: FunctionSpec) -> str:
         "max_attempts": spec.max_attempts,
         "retry_timeouts": spec.retry_timeouts,
         "retry_failures": spec.retry_failures,
+        "secrets": list(spec.secrets),
     }
     try:
         # orjson escapes NUL as \u0000, so the text fits PostgreSQL's TEXT too.
@@ -245,4 +253,5 @@ def spec_from_json(text: str) -> FunctionSpec:
         max_attempts=body.get("max_attempts"),
         retry_timeouts=body.get("retry_timeouts", False),
         retry_failures=body.get("retry_failures", False),
+        secrets=tuple(body.get("secrets", ())),
     )

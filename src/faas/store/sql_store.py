@@ -37,6 +37,7 @@ from faas.store.records import (
     spec_from_json,
     spec_to_json,
 )
+from faas.store.secret_store import SqlSecrets
 from faas.store.tables import function_labels, function_versions, functions, invocation_counts
 from faas.store.tenant_store import SqlTenants
 from faas.store.url import DatabaseTarget
@@ -89,6 +90,7 @@ class SqlStore:
         #: invocation records and the async queue, on the same engines
         self.invocations = SqlInvocations(target, engines, self._shielded)
         self.tenants = SqlTenants(target, engines, self._shielded)
+        self.secrets = SqlSecrets(target, engines, self._shielded)
 
     @property
     def engine_name(self) -> str:

@@ -37,6 +37,14 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+async def insert_audit(conn: Any, tenant: str, actor: str | None, action: str, target: str,
+                       detail: str | None = None) -> None:
+    """One audit entry, in the caller's transaction (so it commits with what it records)."""
+    await conn.execute(audit_log.insert().values(
+        id=uuid.uuid4().hex, at=now_us(), tenant=tenant, actor=actor, action=action,
+        target=target[:200], detail=None if detail is None else detail[:MAX_AUDIT_DETAIL]))
+
+
 def _tenant(row: Row[Any]) -> Tenant:
     return Tenant(row.name, row.created_at, MappingProxyType(orjson.loads(row.quotas)))
 
@@ -165,9 +173,7 @@ class SqlTenants(InvocationTransactions):
 
     async def _audit(self, conn: Any, tenant: str, actor: str | None, action: str,
                      target: str, detail: str | None = None) -> None:
-        await conn.execute(audit_log.insert().values(
-            id=uuid.uuid4().hex, at=now_us(), tenant=tenant, actor=actor, action=action,
-            target=target[:200], detail=None if detail is None else detail[:MAX_AUDIT_DETAIL]))
+        await insert_audit(conn, tenant, actor, action, target, detail)
 
     async def list_audit(self, *, tenant: str | None = None, since: int | None = None,
                          limit: int = 50, cursor: str | None = None) -> AuditPage:

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from typing import Protocol
 
 from faas.errors import Unauthenticated
 from faas.store.tenant_records import KeyInfo
-from faas.store.tenant_store import SqlTenants, now_us
+from faas.store.tenant_store import now_us
 from faas.tenancy.keys import hash_key, presented_key
 from faas.tenancy.principal import OPEN, Principal, Role
 
@@ -32,8 +33,16 @@ MAX_CACHED = 10_000
 REFUSED = "missing or invalid API key (Authorization: Bearer <key>)"
 
 
+class KeyLookup(Protocol):
+    """What authentication needs of the store (``SqlTenants`` has it)."""
+
+    async def key_by_hash(self, key_hash: bytes) -> KeyInfo | None: ...
+
+    async def usable_keys(self) -> int: ...
+
+
 class Authenticator:
-    def __init__(self, tenants: SqlTenants | None, open_allowed: bool) -> None:
+    def __init__(self, tenants: KeyLookup | None, open_allowed: bool) -> None:
         self._tenants = tenants
         self.open_allowed = open_allowed
         self._cache: dict[bytes, tuple[KeyInfo, float]] = {}

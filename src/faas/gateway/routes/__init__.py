@@ -14,8 +14,8 @@ from collections.abc import Callable
 from fastapi import APIRouter
 
 from faas.gateway.context import Gateway
-from faas.gateway.routes import admin, functions, health, invocations, invoke, raw
+from faas.gateway.routes import admin, functions, health, invocations, invoke, raw, secrets
 
 RESOURCES: tuple[Callable[[APIRouter, Gateway], None], ...] = (
     invoke.add_routes, raw.add_routes, functions.add_routes, invocations.add_routes,
-    health.add_routes, admin.add_routes)
+    health.add_routes, admin.add_routes, secrets.add_routes)
