@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from faas.config import Settings, TenancySettings
-from faas.errors import AdmissionRejected, NotFound, QuotaExceeded, ValidationError
+from faas.errors import (
+    AdmissionRejected,
+    NotFound,
+    QuotaExceeded,
+    StoreUnavailable,
+    ValidationError,
+)
 from faas.store.tenant_records import Tenant
 from faas.tenancy.enforcement import CACHE_S, TenantQuotas
 from faas.tenancy.principal import Principal, Role
@@ -59,6 +65,21 @@ async def test_overrides_are_cached_and_a_change_shows_within_the_cache_time() -
     assert tenants.reads == 1  # the hot path reads the row once per CACHE_S
     clock.now += CACHE_S
     assert (await service.quotas("a")).max_functions == 5
+
+
+async def test_the_last_known_quotas_hold_while_the_store_is_away() -> None:
+    tenants, clock = FakeTenants(a={"max_functions": 3}), Clock()
+    service = make(tenants, clock)
+    assert (await service.quotas("a")).max_functions == 3
+
+    async def away(name: str) -> Tenant:
+        raise StoreUnavailable("down")
+
+    service._get_tenant = away
+    clock.now += CACHE_S
+    assert (await service.quotas("a")).max_functions == 3
+    with pytest.raises(StoreUnavailable):  # never seen: nothing to fall back on
+        await service.quotas("b")
 
 
 async def test_over_its_rate_a_tenant_gets_429_with_retry_after_and_others_do_not() -> None:

@@ -17,7 +17,8 @@ What the routes call, and what each answers when over a quota:
 Quotas come from the tenant's row (``Quotas.of``: the server's defaults and the
 tenant's overrides), cached ``CACHE_S`` per tenant, so a changed override takes
 effect within that and the hot path reads the store at most once a second per
-tenant. A tenant without a row (an open server's default tenant before any is
+tenant; while the store cannot be read, a tenant's last known quotas stay in
+force. A tenant without a row (an open server's default tenant before any is
 made) gets the defaults.
 
 Per-tenant concurrency counts the calls that hold a slot, running or waiting in
@@ -34,7 +35,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from faas.config import Settings
-from faas.errors import AdmissionRejected, NotFound, QuotaExceeded, ValidationError
+from faas.errors import (
+    AdmissionRejected,
+    NotFound,
+    QuotaExceeded,
+    StoreUnavailable,
+    ValidationError,
+)
 from faas.models import InvokeRequest
 from faas.store.tenant_records import Tenant
 from faas.tenancy.limiter import Limiter, retry_after
@@ -80,6 +87,10 @@ class TenantQuotas:
                 quotas = Quotas.of(self.settings, row.quotas) if row.quotas else self.defaults
             except NotFound:
                 pass
+            except StoreUnavailable:
+                if cached is None:
+                    raise
+                quotas = cached.quotas  # the last known quotas, while the store is away
         if len(self._cache) > 64:  # expired entries of tenants gone quiet
             self._cache = {t: c for t, c in self._cache.items() if c.until > now}
         self._cache[tenant] = _Cached(quotas, now + CACHE_S)
