@@ -1,4 +1,4 @@
-.PHONY: setup test mutants serve bench bench-sandbox bench-records bench-memory bench-docker bench-microvm lint
+.PHONY: setup test mutants serve bench bench-sandbox bench-records bench-tenants bench-memory bench-docker bench-microvm lint
 
 setup:
 	bash scripts/setup.sh
@@ -18,13 +18,16 @@ lint:
 	.venv/bin/ruff check src tests bench scripts
 	bash scripts/typecheck.sh
 
-bench: bench-sandbox bench-records bench-memory bench-docker bench-microvm
+bench: bench-sandbox bench-records bench-tenants bench-memory bench-docker bench-microvm
 
 bench-sandbox: setup
 	cd bench && ../.venv/bin/python bench_sandbox.py
 
 bench-records: setup
 	cd bench && ../.venv/bin/python bench_records.py
+
+bench-tenants: setup
+	cd bench && ../.venv/bin/python bench_tenants.py
 
 bench-memory: setup
 	cd bench && ../.venv/bin/python bench_body_memory.py

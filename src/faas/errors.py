@@ -10,6 +10,8 @@
     +-- Unauthenticated            no API key, or one that is unknown, revoked or expired
     |                              (HTTP 401)
     +-- Forbidden                  the key's role may not do this (HTTP 403)
+    |   +-- QuotaExceeded          a tenant's deploy would pass its functions or bundle
+    |                              bytes quota (HTTP 403: retrying does not help)
     +-- RequestTimeout             the client sent its request body too slowly (HTTP 408)
     +-- AdmissionRejected          concurrency, wait queue or body memory full (HTTP 429)
     +-- ShuttingDown               the server stopped accepting work (HTTP 503)
@@ -86,6 +88,10 @@ class Unauthenticated(FaasError):
 
 class Forbidden(FaasError):
     status = 403
+
+
+class QuotaExceeded(Forbidden):
+    """A standing quota (functions, bundle bytes): only a delete or a raised quota helps."""
 
 
 class RequestTimeout(FaasError):

@@ -53,6 +53,7 @@ from faas.invocations.service import Invocations
 from faas.logs import clip, request_id_var
 from faas.orchestrator import Orchestrator
 from faas.tenancy.authenticator import Authenticator
+from faas.tenancy.enforcement import TenantQuotas
 from faas.tenancy.principal import is_loopback
 
 log = logging.getLogger("faas.gateway")
@@ -80,6 +81,10 @@ def create_app(settings: Settings, executors: Mapping[str, Executor],
     gateway.authenticator = Authenticator(
         functions.store.tenants if functions is not None else None,
         open_allowed=settings.tenancy.insecure or is_loopback(settings.host))
+    # Tenants' quotas: from each tenant's row when there is a store, else the defaults.
+    store = functions.store if functions is not None else None
+    gateway.quotas = TenantQuotas(settings, store.tenants.get_tenant if store else None,
+                                  store.tenant_usage if store else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

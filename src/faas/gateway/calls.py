@@ -24,6 +24,7 @@ from faas.gateway.context import Gateway
 from faas.invocations.live import LiveCall
 from faas.metrics import ADHOC, Metrics
 from faas.models import FunctionBundle, InvocationResult, InvokeRequest
+from faas.orchestrator import Admission
 from faas.store import FunctionVersion
 from faas.store.invocation_records import now_us
 from faas.store.records import MAX_VERSION, STORED_FUNCTION_ID_PATTERN
@@ -111,7 +112,7 @@ async def run_call(request: Request, gateway: Gateway, function_id: str,
 
 
 async def _with_secrets(gateway: Gateway, function_id: str, invoke_request: InvokeRequest,
-                        request_id: str, bundle: FunctionBundle | None, gate: Any,
+                        request_id: str, bundle: FunctionBundle | None, gate: Admission | None,
                         names: tuple[str, ...]) -> InvocationResult:
     """Run the call with the values of the secrets its function lists (read now, from the
     tenant's secrets: a secret set or changed since the deploy is the one the call gets)."""

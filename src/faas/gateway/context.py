@@ -13,6 +13,7 @@ from faas.orchestrator import Orchestrator
 from faas.secrets.service import Secrets
 from faas.secrets.values import Secret
 from faas.tenancy.authenticator import Authenticator
+from faas.tenancy.enforcement import TenantQuotas
 from faas.tenancy.principal import DEFAULT_TENANT, tenant_of
 
 
@@ -36,6 +37,14 @@ class Gateway:
     authenticator: Authenticator | None = None
     #: Tenants' secrets (the store and the master key): opened by ``vault()`` on first use.
     secrets: Secrets | None = None
+    #: Each tenant's quotas (``faas.tenancy.enforcement``); set by ``create_app``.
+    quotas: TenantQuotas | None = None
+
+    def tenant_quotas(self) -> TenantQuotas:
+        """The quotas' enforcement (the server's defaults only, if none was set)."""
+        if self.quotas is None:
+            self.quotas = TenantQuotas(self.settings)
+        return self.quotas
 
     def records(self) -> Invocations:
         """The invocation records, or ``StoreUnavailable`` (503) if this app keeps none."""

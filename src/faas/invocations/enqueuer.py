@@ -37,14 +37,21 @@ class Enqueuer:
         self._task: asyncio.Task[None] | None = None
         self._writing: list[Pending] = []
         self._closing = False
+        #: each tenant's queued-calls quota, as its latest call gave it (one entry per
+        #: tenant that exists: the tenant of an authenticated caller)
+        self._tenant_limits: dict[str, int] = {}
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
 
-    async def submit(self, record: InvocationRecord,
-                     idempotency_key: str | None) -> tuple[str, bool]:
+    async def submit(self, record: InvocationRecord, idempotency_key: str | None,
+                     tenant_max_queued: int | None = None) -> tuple[str, bool]:
+        """Queue ``record`` with the batch being gathered; ``tenant_max_queued``: its
+        tenant's (``record.tenant``) queued-calls quota, checked in the same transaction."""
         if self._closing or self._task is None or self._task.done():
             raise ShuttingDown("server is shutting down")
+        if tenant_max_queued is not None and record.tenant is not None:
+            self._tenant_limits[record.tenant] = tenant_max_queued
         done: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
         self._pending.append((record, idempotency_key, done))
         self._wake.set()
@@ -66,7 +73,8 @@ class Enqueuer:
         try:
             answers = await self._store.enqueue_many(
                 [(record, key) for record, key, _ in batch], key_ttl_us=self._key_ttl_us,
-                max_queued=self._max_queued, max_queued_bytes=self._max_queued_bytes)
+                max_queued=self._max_queued, max_queued_bytes=self._max_queued_bytes,
+                tenant_max_queued=self._tenant_limits)
         except Exception as exc:  # the store failed: every call of the batch is refused
             if not isinstance(exc, FaasError):
                 log.exception("queueing %d calls failed", len(batch))

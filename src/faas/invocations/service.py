@@ -112,9 +112,11 @@ class Invocations:
     async def accept(self, function_id: str, request: InvokeRequest, request_id: str,
                      deployed: FunctionVersion | None, *, callback_url: str | None = None,
                      idempotency_key: str | None = None,
-                     caller: str | None = None) -> tuple[str, bool]:
+                     caller: str | None = None,
+                     tenant_max_queued: int | None = None) -> tuple[str, bool]:
         """Queue an async call (durably); ``(id, True)``, or the first call's id and False
-        for a repeated Idempotency-Key. ``AdmissionRejected`` when the queue is full."""
+        for a repeated Idempotency-Key. ``AdmissionRejected`` when the queue is full, or
+        when the tenant of ``function_id`` has ``tenant_max_queued`` calls queued."""
         if not self.dispatcher.claiming or not self._orchestrator.accepting:
             raise ShuttingDown("server is shutting down")
         spec = deployed.spec if deployed is not None else None
@@ -131,7 +133,8 @@ class Invocations:
             request=encode_call(request, spec.bundle if spec else None,
                                 spec.secrets if spec else ()),
             callback_url=callback_url, tenant=tenant_of(function_id), caller=caller)
-        invocation_id, created = await self.enqueuer.submit(record, idempotency_key)
+        invocation_id, created = await self.enqueuer.submit(record, idempotency_key,
+                                                            tenant_max_queued)
         if created:
             self.dispatcher.queued()
         return invocation_id, created

@@ -82,6 +82,12 @@ class Store(Protocol):
         """
         ...
 
+    async def tenant_usage(self, tenant: str, *,
+                           excluding: str | None = None) -> tuple[int, int]:
+        """``(live functions, sum of their latest versions' packed bundle bytes)`` of
+        ``tenant`` (its qualified ids), leaving out the function ``excluding``."""
+        ...
+
     async def close(self) -> None:
         """Release the connections; idempotent. Later calls raise ``StoreUnavailable``."""
         ...

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
 from faas.errors import AdmissionRejected, Conflict, FaasError, NotFound, ValidationError
 from faas.store.invocation_records import (
@@ -49,42 +49,60 @@ from faas.store.invocation_upkeep import InvocationUpkeep
 from faas.store.tables import idempotency_keys, invocations
 
 
+def _tenant_of(function_id: str) -> str | None:
+    """The tenant a qualified id ``<tenant>/<name>`` names (``faas.tenancy.principal``)."""
+    tenant, separator, _ = function_id.partition("/")
+    return tenant if separator else None
+
+
 class SqlInvocations(InvocationUpkeep):
     """``InvocationStore`` on one database; reached as ``store.invocations``."""
 
     async def enqueue(self, record: InvocationRecord, *, idempotency_key: str | None = None,
                       key_ttl_us: int = 0, max_queued: int,
-                      max_queued_bytes: int | None = None) -> tuple[str, bool]:
+                      max_queued_bytes: int | None = None,
+                      tenant_max_queued: Mapping[str, int] | None = None) -> tuple[str, bool]:
         """Insert a queued call; return ``(id, True)``, or ``(first id, False)`` for a key
         already used for this function within its time to live (nothing is inserted).
 
         ``AdmissionRejected`` when ``max_queued`` calls are already queued, or when this
-        call's ``request`` would take the queued requests past ``max_queued_bytes``.
+        call's ``request`` would take the queued requests past ``max_queued_bytes``, or
+        when its tenant already has ``tenant_max_queued[tenant]`` calls queued.
         """
         [answer] = await self.enqueue_many(
             [(record, idempotency_key)], key_ttl_us=key_ttl_us, max_queued=max_queued,
-            max_queued_bytes=max_queued_bytes)
+            max_queued_bytes=max_queued_bytes, tenant_max_queued=tenant_max_queued)
         if isinstance(answer, FaasError):
             raise answer
         return answer
 
     async def enqueue_many(self, calls: Sequence[tuple[InvocationRecord, str | None]], *,
                            key_ttl_us: int = 0, max_queued: int,
-                           max_queued_bytes: int | None = None
+                           max_queued_bytes: int | None = None,
+                           tenant_max_queued: Mapping[str, int] | None = None
                            ) -> list[tuple[str, bool] | FaasError]:
         """``enqueue`` for many calls in one transaction (group commit): one answer per
         call, in order, each an ``(id, created)`` or the error refusing that call alone.
-        A key repeated within the batch answers the batch's first call of it."""
+        A key repeated within the batch answers the batch's first call of it.
+
+        Each record is stored with its tenant (the record's, else the one its qualified
+        function id names); ``tenant_max_queued`` bounds each listed tenant's queued
+        calls, counted in the same transaction as the global bound."""
         records = []
         for record, _ in calls:
             check_invocation_id(record.id)
             if record.status != QUEUED:
                 raise ValidationError("an enqueued call is queued")
-            records.append(dataclasses.replace(record, request_bytes=len(record.request or b"")))
+            records.append(dataclasses.replace(
+                record, request_bytes=len(record.request or b""),
+                tenant=record.tenant or _tenant_of(record.function_id)))
+        limits = dict(tenant_max_queued or {})
 
         async def put(conn: Any) -> list[tuple[str, bool] | FaasError]:
             now = now_us()
             queued, queued_bytes = (await conn.execute(QUEUE_SIZE)).one()
+            per_tenant = await self._queued_of(
+                conn, {r.tenant for r in records if r.tenant in limits})
             answers: list[tuple[str, bool] | FaasError] = []
             rows: list[dict[str, Any]] = []
             keys: list[dict[str, Any]] = []
@@ -105,6 +123,15 @@ class SqlInvocations(InvocationUpkeep):
                         f"the asynchronous queue is full ({queued} calls, {queued_bytes} bytes "
                         "queued); retry later", retry_after_s=5))
                     continue
+                tenant = record.tenant
+                if tenant is not None and tenant in limits and per_tenant[tenant] >= limits[
+                        tenant]:
+                    answers.append(AdmissionRejected(
+                        f"tenant {tenant!r} has {per_tenant[tenant]} asynchronous calls "
+                        f"queued, its quota (max_queued); retry later", retry_after_s=5))
+                    continue
+                if tenant is not None and tenant in per_tenant:
+                    per_tenant[tenant] += 1
                 queued, queued_bytes = queued + 1, queued_bytes + size
                 rows.append(to_row(record))
                 if idempotency_key is not None:
@@ -128,6 +155,19 @@ class SqlInvocations(InvocationUpkeep):
                 if all(key is None for _, key in calls) or attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _queued_of(conn: Any, tenants: set[str | None]) -> dict[str, int]:
+        """Queued calls of each of ``tenants`` (0 for one with none)."""
+        named = sorted(t for t in tenants if t is not None)
+        counts = dict.fromkeys(named, 0)
+        if named:
+            rows = await conn.execute(
+                select(invocations.c.tenant, func.count()).where(
+                    invocations.c.status == QUEUED, invocations.c.tenant.in_(named))
+                .group_by(invocations.c.tenant))
+            counts.update({str(tenant): int(count) for tenant, count in rows})
+        return counts
 
     @staticmethod
     async def _live_key(conn: Any, function_id: str, idempotency_key: str,

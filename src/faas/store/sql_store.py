@@ -123,9 +123,10 @@ class SqlStore:
         check_function_id(function_id)
         spec_json = spec_to_json(spec)
         now = _now_us()
+        bundle_bytes = spec.bundle.packed_bytes if spec.bundle is not None else 0
         insert = self._insert(functions).values(
             id=function_id, latest_version=1, first_version=1, created_at=now, updated_at=now,
-            deleted_at=None)
+            deleted_at=None, bundle_bytes=bundle_bytes)
         # Every right-hand side reads the row as it was: a deleted function
         # starts a new life at the number after its last version.
         revived = functions.c.deleted_at.is_not(None)
@@ -140,6 +141,7 @@ class SqlStore:
                 "updated_at": case((functions.c.updated_at > now, functions.c.updated_at),
                                    else_=now),
                 "deleted_at": None,
+                "bundle_bytes": bundle_bytes,
             },
         ).returning(functions.c.latest_version)
 
@@ -152,6 +154,24 @@ class SqlStore:
             return FunctionVersion(function_id, version, spec, _time(now))
 
         return await self._shielded(put())
+
+    async def tenant_usage(self, tenant: str, *,
+                           excluding: str | None = None) -> tuple[int, int]:
+        """``(live functions, their packed bundle bytes)`` of ``tenant``: the ids in its
+        range (``tenant/`` up to ``tenant0``, '0' being the character after '/'), but
+        ``excluding`` (a function about to be replaced by a redeploy)."""
+        query = (select(func.count(), func.coalesce(func.sum(functions.c.bundle_bytes), 0))
+                 .where(functions.c.id >= f"{tenant}/", functions.c.id < f"{tenant}0",
+                        functions.c.deleted_at.is_(None)))
+        if excluding is not None:
+            query = query.where(functions.c.id != excluding)
+
+        async def usage() -> tuple[int, int]:
+            async with database_errors(self._target), self._engines.read.begin() as conn:
+                count, total = (await conn.execute(query)).one()
+            return int(count), int(total)
+
+        return await self._shielded(usage())
 
     async def _replace_labels(self, conn: AsyncConnection, function_id: str,
                               labels: Mapping[str, str]) -> None:

@@ -85,6 +85,7 @@ _STORE: Responses = {503: _error("the store is unavailable")}
 PUT_RESPONSES: Responses = {
     400: {"model": SpecProblems | ErrorBody,
           "description": "malformed body, spec problems (listed), or a refused bundle"},
+    403: _error("quota exceeded: the tenant's functions or bundle bytes (or a role too low)"),
     408: _error("request body not received within the read timeout"),
     413: _error("spec or bundle too large"),
     415: _error("neither application/json nor multipart/form-data"),
@@ -170,6 +171,8 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             principal = current_principal()
             function_id = qualify(principal.tenant, name)
             functions = gateway.deployed()
+            # The tenant's functions quota, before a byte of the body is read or stored.
+            await gateway.tenant_quotas().check_deploy(principal, function_id, 0)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + settings.http_read_timeout_s
             kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -187,6 +190,9 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             else:
                 return error_response(415, "send the spec as application/json, or the spec and "
                                            "a bundle as multipart/form-data")
+            # ... and its bundle bytes, now that they are known (a redeploy replaces its own).
+            await gateway.tenant_quotas().check_deploy(
+                principal, function_id, spec.bundle.packed_bytes if spec.bundle else 0)
             version = await functions.store.put_function(function_id, spec)
             functions.recent.forget(function_id)
             await audit(gateway, principal, "function.deploy", name, f"version={version.version}")

@@ -1,9 +1,12 @@
 """``POST /functions/{function_id}/invoke``: run a command in a fresh sandbox (the hot path).
 
 Status codes: 200 when the command ran (``error`` set if it exited non-zero
-or could not start), 400 malformed request, 404 missing image, 408 body sent
+or could not start), 400 malformed request (or memory, vCPUs or timeout over
+the tenant's per-call quota), 404 missing image, 408 body sent
 too slowly, 413 body or payload too large, 429 + Retry-After when admission
-(or the body memory budget) is full, 503 shutting down or executor
+(or the body memory budget) is full or the tenant is over its rate,
+concurrency or queued-calls quota (``faas.tenancy.enforcement``: checked
+before the body is read), 503 shutting down or executor
 unavailable, 504 timeout (with the partial output), 500/502 platform
 failure. A 500/502 says only that the platform failed and gives the request
 id: its details (host paths, daemon messages) go to the log, never to the
@@ -31,6 +34,7 @@ its sandbox destroyed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -99,7 +103,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
                 "version"),
     408: _error("request body not received within the read timeout"),
     413: _error("body or payload too large"),
-    429: {**_error("admission or body memory full"),
+    429: {**_error("admission or body memory full, or the tenant over its rate, "
+                   "concurrency or queued-calls quota"),
           "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}},
     500: _error("platform failure (request id only; details in the operator's log)"),
     502: _error("the sandbox's agent failed (request id only)"),
@@ -166,12 +171,19 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
         token = request_id_var.set(request_id)
         encoding = "text"
         reservation = None
+        held = contextlib.AsyncExitStack()  # the tenant's concurrency slot, for a sync call
         try:
             function_id = request.path_params["function_id"]
             if not _FUNCTION_ID.fullmatch(function_id):
                 raise ValidationError("function_id must be 1-128 of [A-Za-z0-9._-]")
             caller = current_principal()
             function_id = qualify(caller.tenant, function_id)
+            is_async = wants_async(request)
+            # Tenant quotas, before the store and the body: an async call takes a rate
+            # token (its queued count is bounded at enqueue); a sync call holds a slot too.
+            quotas = gateway.tenant_quotas()
+            quota = await (quotas.take_token(caller) if is_async
+                           else held.enter_async_context(quotas.admit(caller)))
             deployed = await find_deployed(gateway, function_id, pinned_version(request))
             if deployed is None and not settings.allow_adhoc:
                 raise NotFound("function not deployed")
@@ -180,7 +192,6 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                 # is a developer's (Lambda's Invoke vs CreateFunction).
                 raise Forbidden("an ad hoc command needs the developer role; this key may call "
                                 "the tenant's deployed functions")
-            is_async = wants_async(request)
             options = await async_options(request, is_async, settings)
             loop = asyncio.get_running_loop()
             length = declared_length(request, settings.max_body_bytes)
@@ -202,12 +213,13 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
             del data
             reservation.shrink(len(invoke_request.payload))
             encoding = invoke_request.output_encoding
+            await quotas.check_request(caller, invoke_request)
             if is_async:
                 gateway.orchestrator.check(function_id, invoke_request)
                 invocation_id, created = await gateway.records().accept(
                     function_id, invoke_request, request_id, deployed,
                     callback_url=options.callback_url, idempotency_key=options.idempotency_key,
-                    caller=caller.key_id)
+                    caller=caller.key_id, tenant_max_queued=quota.max_queued)
                 status = "queued" if created else (
                     await gateway.records().get(invocation_id)).status
                 return accepted(invocation_id, request_id, status, replayed=not created)
@@ -230,6 +242,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
         finally:
             if reservation is not None:
                 reservation.release()
+            await held.aclose()
             request_id_var.reset(token)
 
     api.add_api_route(

@@ -17,6 +17,7 @@ functions: any other id is a 404. Refusals before the command ran are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from typing import Annotated, Any
@@ -95,9 +96,12 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
         token = request_id_var.set(request_id)
         reservation = None
         content_type = DEFAULT_CONTENT_TYPE
+        held = contextlib.AsyncExitStack()  # the tenant's rate token and concurrency slot
         try:
             caller = current_principal()
             function_id = qualify(caller.tenant, request.path_params["function_id"])
+            quotas = gateway.tenant_quotas()
+            await held.enter_async_context(quotas.admit(caller))
             deployed = await find_deployed(gateway, function_id, pinned_version(request))
             if deployed is None:
                 raise NotFound("function not deployed")
@@ -110,6 +114,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
                 asyncio.get_running_loop().time() + settings.http_read_timeout_s)
             stdin = await read_body(request, limit, settings.http_read_timeout_s)
             invoke_request = deployed_request(deployed.spec, {"env_vars": env}, settings)
+            await quotas.check_request(caller, invoke_request)
             result = await run_call(request, gateway, function_id,
                                     invoke_request.model_copy(update={"payload": stdin}),
                                     request_id, deployed, caller=caller.key_id)
@@ -126,6 +131,7 @@ def add_routes(api: APIRouter, gateway: Gateway) -> None:
         finally:
             if reservation is not None:
                 reservation.release()
+            await held.aclose()
             request_id_var.reset(token)
 
     responses: dict[int | str, dict[str, Any]] = {
