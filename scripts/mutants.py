@@ -36,9 +36,12 @@ Usage::
 
 Tests that start sandboxes check that no sandbox process is left on the host,
 so two runs on the same host (``--jobs 2``, or another test run) can see each
-other's sandboxes: run one at a time unless the host is otherwise idle. The
-mutants whose tests are all in-process (``tests/unit``, ``tests/store``, the
-tenancy tests: no sandbox, no server) run in a second lane beside them.
+other's sandboxes: run one at a time unless the host is otherwise idle. Two
+more lanes run beside them: the mutants whose tests are all in-process
+(``tests/unit``, ``tests/store``, the tenancy tests: no sandbox, no server),
+and those whose tests are the container and VM tiers' (``tests/docker``,
+``tests/microvm``: they start no namespace sandbox and check only their own
+containers and VM folders).
 """
 
 from __future__ import annotations
@@ -449,6 +452,17 @@ def in_process(mutant: Mutant) -> bool:
     return all(test.startswith(IN_PROCESS_TESTS) for test in mutant.tests)
 
 
+#: Tests of the tiers that start no namespace sandbox: beside the sandbox tier's lane.
+OTHER_TIER_TESTS = ("tests/docker/", "tests/microvm/")
+
+
+def lane_of(mutant: Mutant) -> int:
+    """0: sandboxes and servers; 1: the container and VM tiers; 2: in-process."""
+    if in_process(mutant):
+        return 2
+    return 1 if all(test.startswith(OTHER_TIER_TESTS) for test in mutant.tests) else 0
+
+
 def print_table(outcomes: list[Outcome], total_s: float) -> None:
     width = max(len(o.mutant.name) for o in outcomes)
     print()
@@ -533,9 +547,12 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.verdict == "ERROR":
                 print(_indent(outcome.detail), flush=True)
 
-    # Mutants whose tests are all in-process (tests/unit, tests/store: no sandbox, no
-    # server, no host-wide leak check) run in a lane of their own beside the others.
-    lanes = [[m for m in mutants if not in_process(m)], [m for m in mutants if in_process(m)]]
+    # Three lanes side by side: mutants whose tests are all in-process (no sandbox, no
+    # server, no host-wide leak check); those of the container and VM tiers (their leak
+    # checks look at their own containers and VM folders, and they start no namespace
+    # sandbox); and the rest (namespace sandboxes and servers, host-wide leak checks), one
+    # at a time.
+    lanes = [[m for m in mutants if lane_of(m) == number] for number in range(3)]
 
     def lane(members: list[Mutant]) -> None:
         with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
