@@ -100,6 +100,17 @@ def wait_for(what: Callable[[], T | None], timeout: float = 30.0,
         time.sleep(0.05)
 
 
+def wait_until(condition: Callable[[], bool], within_s: float) -> float:
+    """Poll ``condition`` until it holds; the seconds it took (AssertionError past
+    ``within_s``)."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > within_s:
+            raise AssertionError(f"not within {within_s} s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
 def wait_status(client: httpx.Client, invocation_id: str, status: str,
                 timeout: float = 30.0) -> dict[str, Any]:
     return wait_for(lambda: (lambda r: r if r["status"] == status else None)(

@@ -14,13 +14,13 @@ import json
 import re
 import stat
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from async_support import wait_until
 from helpers import create_key, create_tenant, faas_admin, open_data_dir, running_server
 
 pytestmark = pytest.mark.sandbox
@@ -52,15 +52,6 @@ def other_key(key: str) -> str:
     i = len(key) - 10
     return key[:i] + ("B" if key[i] == "A" else "A") + key[i + 1:]
 
-
-def wait_until(condition: Callable[[], bool], within_s: float) -> float:
-    """Poll ``condition`` until it holds; the seconds it took (AssertionError past ``within_s``)."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > within_s:
-            raise AssertionError(f"not within {within_s} s")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], *wanted: str) -> None:

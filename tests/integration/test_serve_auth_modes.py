@@ -15,13 +15,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from async_support import wait_until
 from helpers import create_key, free_port, open_data_dir
 
 pytestmark = pytest.mark.sandbox
@@ -79,14 +80,6 @@ def serving(tmp_path: Path, data_dir: Path, *argv: str) -> Iterator[Serving]:
                 proc.wait()
     assert proc.returncode == 0, served.log()[-4000:]
 
-
-def wait_until(condition: Callable[[], bool], within_s: float) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > within_s:
-            raise AssertionError(f"not within {within_s} s")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 @pytest.fixture
